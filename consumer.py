@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""A worker: takes one task at a time from the work queue, does it, and acks it only when it is done."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pika
+import pika.exceptions
+
+import workqueue as wq
+
+# How often, in seconds, an idle worker checks for a stop signal and its idle timeout.
+POLL_SECONDS = 0.2
+# Header a quorum queue adds to a redelivery: how many times the message was delivered before.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", default=wq.env("WORKER_NAME", f"worker-{uuid.uuid4().hex[:4]}"),
+                        help="shown on every log line (env WORKER_NAME, default a short unique name)")
+    parser.add_argument("--prefetch", type=wq.bounded_int(1), default=wq.env("WORKER_PREFETCH", "1"),
+                        help="unacked tasks the broker may hand this worker at once; 1 is fair dispatch "
+                             "(env WORKER_PREFETCH, default %(default)s)")
+    parser.add_argument("--idle-timeout", type=wq.non_negative_float, default=wq.env("WORKER_IDLE_TIMEOUT", "6"),
+                        help="exit after this many seconds with no task; 0 = never "
+                             "(env WORKER_IDLE_TIMEOUT, default %(default)s)")
+    parser.add_argument("--max-deliveries", type=wq.bounded_int(1), default=wq.env("WORKER_MAX_DELIVERIES", "5"),
+                        help="a quorum-queue task delivered this many times before is dead-lettered, not run "
+                             "again (env WORKER_MAX_DELIVERIES, default %(default)s)")
+    parser.add_argument("--events", default=wq.env("WORKER_EVENTS", "") or None, metavar="FILE",
+                        help="append a JSON line per finished task to FILE (env WORKER_EVENTS)")
+    wq.add_connection_flags(parser)
+    return parser.parse_args(argv)
+
+
+def do_work(task: wq.Task) -> None:
+    """The work itself. The demo sleeps; a real job system does its job here."""
+    time.sleep(task.seconds)
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.name: str = args.name
+        self.dead_queue = wq.dead_letter_queue(args.queue)
+        self.done: list[int | str] = []
+        self.busy_seconds = 0.0
+        self.dead_lettered = 0
+        # Set by the first SIGINT or SIGTERM: finish the current task, ack it, then exit.
+        self.stopping = False
+        # One long-lived thread runs the tasks, so this thread can keep the connection's heartbeats going.
+        self.task_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task")
+
+    def run(self) -> None:
+        """Consume until idle or stopped, reconnecting whenever the connection is lost."""
+        while not self.stopping:
+            connection = wq.connect(self.args.url, self.args.connect_timeout, self.name,
+                                    stop_requested=lambda: self.stopping)
+            if connection is None:
+                return
+            try:
+                self.consume(connection)
+                return
+            except wq.CONNECTION_ERRORS as error:
+                wq.log(self.name, f"connection lost ({wq.describe(error)}); reconnecting")
+            finally:
+                if connection.is_open:
+                    connection.close()
+
+    def consume(self, connection: pika.BlockingConnection) -> None:
+        channel = connection.channel()
+        wq.declare_queue(channel, self.args.queue, self.args.queue_type)
+        wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
+        # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
+        channel.basic_qos(prefetch_count=self.args.prefetch)
+        # A message is dead-lettered by publishing it to the dead-letter queue; confirms make sure
+        # the broker has the copy before the original is acked.
+        channel.confirm_delivery()
+        wq.log(self.name, f"waiting for tasks on {self.args.queue!r}")
+        idle_since = time.monotonic()
+        for method, properties, body in channel.consume(self.args.queue, inactivity_timeout=POLL_SECONDS):
+            if self.stopping:
+                break
+            if method is None:
+                idle = time.monotonic() - idle_since
+                if self.args.idle_timeout and idle >= self.args.idle_timeout:
+                    wq.log(self.name, f"no task for {idle:.1f} s: exiting")
+                    break
+                continue
+            self.handle(connection, channel, method, properties, body)
+            idle_since = time.monotonic()
+        # Cancelling hands back any task prefetched but not started, at once, to the other workers.
+        channel.cancel()
+
+    def handle(self, connection: pika.BlockingConnection, channel, method, properties, body: bytes) -> None:
+        try:
+            task = wq.parse_task(body, properties.content_type)
+        except wq.BadTask as error:
+            self.dead_letter(channel, method, properties, body, str(error))
+            return
+        earlier = (properties.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
+        if earlier >= self.args.max_deliveries:
+            self.dead_letter(channel, method, properties, body,
+                             f"delivered {earlier} times without an ack (--max-deliveries {self.args.max_deliveries})")
+            return
+        again = f", delivery {earlier + 1}" if method.redelivered else ""
+        wq.log(self.name, f"started {task.label} ({task.seconds:g} s{again})")
+        started = time.time()
+        try:
+            self.run_keeping_connection_alive(connection, lambda: do_work(task))
+            # Only now does the broker forget the task. An ack must go on the channel that delivered it.
+            channel.basic_ack(method.delivery_tag)
+        except wq.CONNECTION_ERRORS:
+            # The delivery tag died with the channel: no ack can be sent on a new one, so the broker
+            # will hand this task out again.
+            wq.log(self.name, f"finished {task.label} but the connection is gone: not acked, it will be redelivered")
+            self.record(task, properties, started, acked=False)
+            raise
+        self.record(task, properties, started, acked=True)
+
+    def run_keeping_connection_alive(self, connection: pika.BlockingConnection, work: Callable[[], None]) -> None:
+        """Run work on the task thread while this thread keeps serving the connection.
+
+        Work done right here would block pika's I/O: heartbeats would stop and the broker would drop
+        the connection in the middle of a long task.
+        """
+        future = self.task_thread.submit(work)
+        # add_callback_threadsafe is the one BlockingConnection method another thread may call;
+        # it wakes process_data_events below as soon as the work is done.
+        future.add_done_callback(lambda _: wake(connection))
+        try:
+            while not future.done():
+                connection.process_data_events(time_limit=None)
+        finally:
+            future.exception()  # wait: never start another task while this one still runs
+        future.result()
+
+    def dead_letter(self, channel, method, properties, body: bytes, reason: str) -> None:
+        """Move a message we will not run to the dead-letter queue, with the reason, instead of dropping it."""
+        kept = copy.copy(properties)
+        kept.headers = {**(properties.headers or {}), wq.DEAD_REASON_HEADER: reason,
+                        "x-original-queue": self.args.queue}
+        kept.delivery_mode = pika.DeliveryMode.Persistent.value
+        channel.basic_publish(exchange="", routing_key=self.dead_queue, body=body, properties=kept, mandatory=True)
+        channel.basic_ack(method.delivery_tag)
+        self.dead_lettered += 1
+        wq.log(self.name, f"moved a message to {self.dead_queue!r}: {reason}")
+
+    def record(self, task: wq.Task, properties, started: float, acked: bool) -> None:
+        finished = time.time()
+        if acked:
+            self.done.append(task.task_id if task.task_id is not None else task.label)
+            self.busy_seconds += finished - started
+            wq.log(self.name, f"done {task.label} in {finished - started:.2f} s")
+        if self.args.events:
+            append_line(self.args.events, json.dumps({
+                "worker": self.name, "task_id": task.task_id, "seconds": task.seconds,
+                "started": started, "finished": finished, "acked": acked,
+                "message_id": properties.message_id, "label": task.label,
+            }))
+
+    def summary(self) -> str:
+        ids = ", ".join(map(str, self.done)) or "none"
+        return (f"summary: {len(self.done)} task(s) done, {self.busy_seconds:.2f} s busy, task ids: {ids}; "
+                f"{self.dead_lettered} moved to {self.dead_queue!r}")
+
+
+def wake(connection: pika.BlockingConnection) -> None:
+    # If the connection is already gone, process_data_events has raised that; nothing to wake.
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        connection.add_callback_threadsafe(lambda: None)
+
+
+def append_line(path: str, line: str) -> None:
+    """Append one whole line; O_APPEND keeps lines from several workers sharing a file intact."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def stop_on_signals(worker: Worker) -> None:
+    """First SIGINT/SIGTERM: warm stop (finish and ack the current task). Second: exit at once."""
+    def on_signal(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        # os.write, not print: a signal may arrive while the main thread is inside print.
+        if worker.stopping:
+            os.write(1, f"[{worker.name}] {name} again: exiting now, the current task is not acked\n".encode())
+            os._exit(128 + signum)
+        worker.stopping = True
+        os.write(1, f"[{worker.name}] {name}: finishing the current task, then exiting "
+                    f"(send it again to exit at once)\n".encode())
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    worker = Worker(args)
+    stop_on_signals(worker)
+    try:
+        worker.run()
+    except wq.Fatal as error:
+        wq.log(worker.name, worker.summary())
+        return wq.fail("consumer.py", error)
+    wq.log(worker.name, worker.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Fixtures: one private RabbitMQ node for the session, a fresh queue for each test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import pika
+import pytest
+
+from rabbit import INSTALL_HINT, DockerBroker, EpmdDaemon, RabbitNode, find_server, free_port_block, wait_until
+
+
+@dataclass
+class Broker:
+    url: str
+    node: RabbitNode | None  # None when the broker is not ours to stop or crash
+
+
+def docker_works() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def can_connect(url: str) -> bool:
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except pika.exceptions.AMQPConnectionError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    """AMQP_URL if set; else a throwaway local node; else a Docker container; else a clear failure."""
+    if os.environ.get("AMQP_URL"):
+        yield Broker(os.environ["AMQP_URL"], None)
+        return
+    found = find_server()
+    if found:
+        base = free_port_block(2)
+        epmd = EpmdDaemon(base + 1)
+        node = RabbitNode(tmp_path_factory.mktemp("rabbit"), f"wqtest{base}", base, base + 1, *found)
+        try:
+            node.start()
+            yield Broker(node.url, node)
+        finally:
+            node.stop()
+            epmd.stop()
+        return
+    if docker_works():
+        container = DockerBroker(free_port_block(1))
+        try:
+            wait_until(lambda: can_connect(container.url), 120, "the RabbitMQ container to accept connections", 1)
+            yield Broker(container.url, None)
+        finally:
+            container.stop()
+        return
+    pytest.fail(INSTALL_HINT, pytrace=False)
+
+
+@pytest.fixture
+def node(broker: Broker) -> RabbitNode:
+    """The broker's node, for tests that stop, crash or reconfigure it."""
+    if broker.node is None:
+        pytest.skip("needs a throwaway broker node of its own (unset AMQP_URL)")
+    yield broker.node
+    if broker.node.process is None or broker.node.process.poll() is not None:
+        broker.node.start()  # a failed test must not leave the broker down for the next one
+
+
+@pytest.fixture
+def queue(broker: Broker, request: pytest.FixtureRequest) -> str:
+    """A queue name of this test's own; the queue and its dead-letter queue are deleted afterwards."""
+    name = f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
+    yield name
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+        channel = connection.channel()
+        channel.queue_delete(name)
+        channel.queue_delete(name + ".dead")
+        connection.close()
+    except pika.exceptions.AMQPError:
+        pass  # the broker may be down after a fault test; its data dies with it
+

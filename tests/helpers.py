@@ -1,0 +1,140 @@
+"""Run the real scripts as processes and look at the broker the way a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pika
+
+from rabbit import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def script_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASK_", "WORKER_"))}
+    env["AMQP_URL"] = url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_publisher(url: str, queue: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args], env=script_env(url),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class WorkerProcess:
+    """consumer.py running in the background, its output collected in a file."""
+
+    def __init__(self, url: str, queue: str, folder: Path, name: str, *args: str) -> None:
+        self.name = name
+        self.events = folder / "events.jsonl"
+        self.output_path = folder / f"{name}.out"
+        with open(self.output_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [PYTHON, str(ROOT / "consumer.py"), "--queue", queue, "--name", name,
+                 "--events", str(self.events), *args],
+                env=script_env(url), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    @property
+    def output(self) -> str:
+        return self.output_path.read_text()
+
+    def wait_for_output(self, text: str, timeout: float = 20) -> None:
+        wait_until(lambda: text in self.output, timeout, f"{self.name} to print {text!r}; it printed:\n{self.output}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout} s; it printed:\n{self.output}") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def done_ids(path: Path) -> list[int]:
+    """Task ids acked, in the order they finished."""
+    return [event["task_id"] for event in sorted(read_events(path), key=lambda e: e["finished"]) if event["acked"]]
+
+
+class BrokerClient:
+    """A plain pika connection for the test itself: inspect queues, publish raw messages."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+    def depth(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def consumers(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.consumer_count
+
+    def declare_quorum(self, queue: str) -> None:
+        self.channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+
+    def publish(self, queue: str, body: bytes, content_type: str | None = None) -> None:
+        self.channel.basic_publish("", queue, body, pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent, content_type=content_type))
+
+    def drain(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+        messages = []
+        while True:
+            method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return messages
+            messages.append((properties, body))
+
+
+def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) -> None:
+    """Wait until `count` workers are consuming, so that dispatch is fair from the first task."""
+    def ready() -> bool:
+        try:
+            with BrokerClient(url) as client:
+                return client.consumers(queue) >= count
+        except pika.exceptions.ChannelClosedByBroker:
+            return False  # the queue is not declared yet
+    wait_until(ready, timeout, f"{count} consumer(s) on {queue}")
+
+
+def elapsed(start: float) -> float:
+    return time.monotonic() - start
+
+
+def greedy_makespan(durations: list[float], workers: int) -> float:
+    """The finish time when each task, in order, goes to the first worker free: fair dispatch's ideal."""
+    free_at = [0.0] * workers
+    for seconds in durations:
+        free_at[free_at.index(min(free_at))] += seconds
+    return max(free_at)

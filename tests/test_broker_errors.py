@@ -1,0 +1,191 @@
+"""What the scripts do when the broker is down, restarted, refuses them or rejects their tasks."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pika
+
+from helpers import (
+    BrokerClient,
+    WorkerProcess,
+    done_ids,
+    elapsed,
+    read_events,
+    run_publisher,
+    script_env,
+    wait_for_consumers,
+)
+from rabbit import free_port_block, wait_until
+
+# A quorum queue crashed within about a second of its creation can come back without a leader
+# (RabbitMQ 3.10); crash tests give a new queue this long to settle first.
+QUORUM_SETTLE_SECONDS = 3
+
+
+def one_line_error(result) -> str:
+    """The scripts' contract for errors: exit 1, one line on stderr, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def test_confirmed_tasks_survive_a_broker_crash(broker, node, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+    time.sleep(QUORUM_SETTLE_SECONDS)
+    published = run_publisher(broker.url, queue, "--durations", "0.1,0.2,0.1,0.3,0.1,0.2")
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert "6 of 6 tasks confirmed" in published.stdout
+
+    node.kill()  # kill -9: no clean shutdown, no chance to flush anything more
+    node.start()
+    with BrokerClient(broker.url) as client:
+        # A quorum queue reports its messages once it has replayed its log after the restart.
+        wait_until(lambda: client.depth(queue) == 6, 30, "the 6 confirmed tasks to be back on the queue")
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1")
+    assert worker.wait() == 0, worker.output
+    assert sorted(done_ids(tmp_path / "events.jsonl")) == [1, 2, 3, 4, 5, 6]
+
+
+def test_worker_reconnects_after_broker_restart_and_task_is_redone(broker, node, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+    time.sleep(QUORUM_SETTLE_SECONDS)
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "2", "--connect-timeout", "60")
+    wait_for_consumers(broker.url, queue, 1)
+    assert run_publisher(broker.url, queue, "--durations", "2,0.1,0.1").returncode == 0
+    worker.wait_for_output("started task 1")
+    node.restart()  # clean stop while task 1 runs: its ack can no longer be sent
+
+    assert worker.wait(timeout=60) == 0, worker.output
+    assert "connection lost" in worker.output
+    assert "not acked, it will be redelivered" in worker.output
+    events = read_events(tmp_path / "events.jsonl")
+    assert [(e["task_id"], e["acked"]) for e in events if e["task_id"] == 1] == [(1, False), (1, True)]
+    assert sorted(done_ids(tmp_path / "events.jsonl")) == [1, 2, 3]
+
+
+def test_queue_with_other_arguments_is_a_one_line_error(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.channel.queue_declare(queue, durable=True)  # classic, as the older tutorial made it
+    line = one_line_error(run_publisher(broker.url, queue, "--count", "1"))
+    assert f"queue '{queue}' already exists" in line and "x-queue-type" in line
+    assert "--queue-type classic" in line
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w")
+    assert worker.wait() == 1
+    assert "--queue-type classic" in worker.output and "Traceback" not in worker.output
+    # ...and the suggested fix works.
+    assert run_publisher(broker.url, queue, "--count", "1", "--queue-type", "classic").returncode == 0
+
+
+def test_unreachable_broker_is_retried_then_a_one_line_error(tmp_path):
+    port = free_port_block(1)
+    url = f"amqp://guest:pa55word@127.0.0.1:{port}/%2F"
+    start = time.monotonic()
+    result = run_publisher(url, "q", "--connect-timeout", "2")
+    line = one_line_error(result)
+    assert 2 <= elapsed(start) < 10
+    assert "cannot reach RabbitMQ" in line and "pa55word" not in result.stdout + result.stderr
+    assert "attempt 2" in result.stdout, "each retry is logged"
+    worker = WorkerProcess(url, "q", tmp_path, "w", "--connect-timeout", "1")
+    assert worker.wait() == 1
+    assert "cannot reach RabbitMQ" in worker.output and "pa55word" not in worker.output
+
+
+def test_wrong_password_is_a_one_line_error_without_retries(broker, queue, tmp_path):
+    url = broker.url.replace("guest:guest@", "guest:not-the-pa55word@")
+    start = time.monotonic()
+    result = run_publisher(url, queue, "--connect-timeout", "30")
+    line = one_line_error(result)
+    assert elapsed(start) < 10, "refused credentials must not be retried for the whole connect timeout"
+    assert "refused the user name or password" in line
+    assert "not-the-pa55word" not in result.stdout + result.stderr and "guest:***@" in line
+    worker = WorkerProcess(url, queue, tmp_path, "w", "--connect-timeout", "30")
+    assert worker.wait(timeout=10) == 1
+    assert "refused the user name or password" in worker.output and "not-the-pa55word" not in worker.output
+
+
+def test_unknown_vhost_is_a_one_line_error(broker, queue):
+    url = broker.url.rsplit("/", 1)[0] + "/no-such-vhost"
+    line = one_line_error(run_publisher(url, queue, "--connect-timeout", "30"))
+    assert "denied access to the virtual host" in line
+
+
+def test_unroutable_tasks_are_named_and_exit_1(broker, queue):
+    deleted = threading.Event()
+
+    def delete_queue_once_publishing_started() -> None:
+        with BrokerClient(broker.url) as client:
+            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
+            client.channel.queue_delete(queue)
+        deleted.set()
+
+    deleter = threading.Thread(target=delete_queue_once_publishing_started)
+    deleter.start()
+    # A classic queue: deleting a quorum queue under a confirming publisher makes RabbitMQ 3.10 close
+    # the whole connection (541 INTERNAL_ERROR) rather than return the messages.
+    result = run_publisher(broker.url, queue, "--count", "3000", "--min-seconds", "0", "--max-seconds", "0",
+                           "--queue-type", "classic")
+    deleter.join()
+    assert deleted.is_set()
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "NOT confirmed, unroutable" in result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\[publisher\] NOT confirmed: task\(s\) \d+-3000", summary), summary
+
+
+def queue_has_messages(client: BrokerClient, queue: str) -> bool:
+    try:
+        return client.depth(queue) > 0
+    except pika.exceptions.ChannelClosedByBroker:
+        client.channel = client.connection.channel()  # not declared yet; a 404 closes the channel
+        return False
+
+
+def test_tasks_the_broker_rejects_are_named_and_exit_1(broker, node, queue):
+    node.ctl("set_policy", "--apply-to", "queues", f"cap-{queue}", f"^{queue}$",
+             '{"max-length": 2, "overflow": "reject-publish"}')
+    try:
+        # Classic: a quorum queue enforces its length limit a message or so late.
+        result = run_publisher(broker.url, queue, "--durations", "1,1,1,1", "--queue-type", "classic")
+    finally:
+        node.ctl("clear_policy", f"cap-{queue}")
+    assert result.returncode == 1
+    assert "task 3 (1 s): NOT confirmed, rejected by the broker" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[publisher] NOT confirmed: task(s) 3-4"
+
+
+def test_tasks_cut_off_by_a_lost_connection_are_named_and_exit_1(broker, node, queue):
+    def close_connections_once_publishing_started() -> None:
+        with BrokerClient(broker.url) as client:
+            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
+        node.ctl("close_all_connections", "test: connection cut")
+
+    closer = threading.Thread(target=close_connections_once_publishing_started)
+    closer.start()
+    result = run_publisher(broker.url, queue, "--count", "3000", "--min-seconds", "0", "--max-seconds", "0")
+    closer.join()
+    assert result.returncode == 1
+    assert "NOT confirmed, connection lost (ConnectionClosedByBroker" in result.stdout
+    confirmed = int(re.search(r"(\d+) of 3000 tasks confirmed", result.stdout).group(1))
+    assert result.stdout.strip().splitlines()[-1] == f"[publisher] NOT confirmed: task(s) {confirmed + 1}-3000"
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) >= confirmed  # every confirmed task is on the queue
+
+
+def test_scripts_read_every_setting_from_the_environment(broker, queue, tmp_path):
+    import subprocess
+
+    from helpers import PYTHON, ROOT
+    env = {**script_env(broker.url), "TASK_QUEUE": queue, "TASK_DURATIONS": "0.1,0.1"}
+    published = subprocess.run([PYTHON, str(ROOT / "publisher.py")], env=env, capture_output=True, text=True)
+    assert "2 of 2 tasks confirmed on queue" in published.stdout, published.stderr
+    env.update(WORKER_NAME="envworker", WORKER_IDLE_TIMEOUT="0.5", WORKER_EVENTS=str(tmp_path / "ev.jsonl"))
+    worker = subprocess.run([PYTHON, str(ROOT / "consumer.py")], env=env, capture_output=True, text=True)
+    assert worker.returncode == 0 and "[envworker] summary: 2 task(s) done" in worker.stdout
+    assert len(read_events(tmp_path / "ev.jsonl")) == 2

@@ -1,0 +1,292 @@
+"""Plumbing shared by publisher.py and consumer.py: settings, connecting, queues, the task format.
+
+Read publisher.py and consumer.py first; this module holds what both of them need, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import pika.exceptions
+
+# The broker the official tutorials use; several URLs, comma-separated, are tried in turn (a cluster).
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+# The official tutorial two's queue name, so its scripts and ours can feed each other.
+DEFAULT_QUEUE = "task_queue"
+# Quorum is what tutorial two declares today; classic is the older tutorial's plain durable queue.
+QUEUE_TYPES = ("quorum", "classic")
+# Seconds to keep retrying an unreachable broker before giving up with one line.
+DEFAULT_CONNECT_TIMEOUT = 15.0
+# First and longest pause between connection attempts, in seconds.
+RETRY_DELAY_FIRST, RETRY_DELAY_MAX = 0.5, 5.0
+# A task asking for more seconds of work than this is rejected as absurd, not run.
+MAX_TASK_SECONDS = 3600.0
+# Tasks that cannot or must not run are moved to this queue, with the reason, instead of being dropped.
+DEAD_LETTER_SUFFIX = ".dead"
+# Header that carries the reason a message was dead-lettered.
+DEAD_REASON_HEADER = "x-dead-reason"
+# Our tasks are JSON; anything else is read as the tutorial's text, where each "." is one second.
+JSON_CONTENT_TYPE = "application/json"
+# Characters of a text task's body shown in log lines.
+LABEL_LENGTH = 40
+
+# Every way an open connection or channel can go away under us; the worker reconnects on these.
+CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
+
+# pika logs its own view of every dropped connection; our scripts say it once, in their own words.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+class Fatal(Exception):
+    """An error the user must fix; the script prints it as one line and exits 1."""
+
+
+class BadTask(ValueError):
+    """A message that is not a task we can run; its text is the reason given in the dead-letter queue."""
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int | None  # None for a tutorial text task, which carries no id
+    seconds: float
+    label: str  # how log lines name the task
+
+
+# ---------------------------------------------------------------- settings
+
+
+def env(name: str, default: str) -> str:
+    """A flag's default from the environment; argparse converts and checks it like a typed flag."""
+    return os.environ.get(name, default)
+
+
+def url_list(text: str) -> list[str]:
+    """argparse type for --url: one or more comma-separated amqp:// or amqps:// URLs."""
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError("no URL given")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise argparse.ArgumentTypeError(f"not an amqp:// or amqps:// URL with a host: {mask_url(url)!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+            pika.URLParameters(url)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"bad URL {mask_url(url)!r}: {error}") from None
+    return urls
+
+
+def seconds_value(text: str) -> float:
+    """argparse type for a task duration: a finite number of seconds from 0 to MAX_TASK_SECONDS."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_TASK_SECONDS:
+        raise argparse.ArgumentTypeError(f"seconds must be from 0 to {MAX_TASK_SECONDS:g}: {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def bounded_int(low: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
+        return value
+    return convert
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags both scripts share: where the broker is and which queue to use."""
+    parser.add_argument("--url", type=url_list, default=env("AMQP_URL", DEFAULT_URL),
+                        help="broker URL(s), comma-separated for a cluster; passwords are never printed "
+                             f"(env AMQP_URL, default {mask_url(DEFAULT_URL)})".replace("%", "%%"))
+    parser.add_argument("--queue", default=env("TASK_QUEUE", DEFAULT_QUEUE),
+                        help="queue name (env TASK_QUEUE, default %(default)s)")
+    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default=env("TASK_QUEUE_TYPE", "quorum"),
+                        help="quorum as in the current tutorial, or classic (env TASK_QUEUE_TYPE, "
+                             "default %(default)s)")
+    parser.add_argument("--connect-timeout", type=non_negative_float,
+                        default=env("CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT)),
+                        help="seconds to keep retrying an unreachable broker (env CONNECT_TIMEOUT, "
+                             "default %(default)s)")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, fit for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def log(who: str, text: str) -> None:
+    print(f"[{who}] {text}", flush=True)
+
+
+def fail(program: str, error: Exception) -> int:
+    print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+    return 1
+
+
+# ---------------------------------------------------------------- connecting
+
+
+def connect(urls: list[str], timeout: float, who: str,
+            stop_requested: Callable[[], bool] = lambda: False) -> pika.BlockingConnection | None:
+    """Connect to the first broker that answers, retrying for up to `timeout` seconds.
+
+    Refused credentials or vhost access are not retried: no number of attempts will fix them.
+    Returns None only if stop_requested() turns true while retrying.
+    """
+    deadline = time.monotonic() + timeout
+    delay = RETRY_DELAY_FIRST
+    for attempt in range(1, 1_000_000):
+        for url in urls:
+            parameters = pika.URLParameters(url)
+            parameters.client_properties = {"connection_name": who}
+            try:
+                return pika.BlockingConnection(parameters)
+            except pika.exceptions.ProbableAuthenticationError:
+                raise Fatal(f"the broker at {mask_url(url)} refused the user name or password "
+                            "(check --url / AMQP_URL)") from None
+            except pika.exceptions.ProbableAccessDeniedError:
+                raise Fatal(f"the broker at {mask_url(url)} denied access to the virtual host "
+                            "(check the vhost in --url / AMQP_URL and the user's permissions)") from None
+            except pika.exceptions.AMQPConnectionError as error:
+                reason = describe(error)
+        where = ", ".join(mask_url(url) for url in urls)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Fatal(f"cannot reach RabbitMQ at {where} after {timeout:g} s ({reason}); "
+                        "start a broker (./run_demo.sh starts one) or fix --url / AMQP_URL")
+        if stop_requested():
+            return None
+        pause = min(delay, remaining)
+        log(who, f"broker unreachable at {where} ({reason}); attempt {attempt}, retrying in {pause:.1f} s")
+        time.sleep(pause)
+        delay = min(delay * 2, RETRY_DELAY_MAX)
+    raise AssertionError("unreachable")
+
+
+def describe(error: BaseException) -> str:
+    """A short, password-free description of a pika error, naming its root cause."""
+    # pika wraps the socket's error in connector and workflow errors.
+    while True:
+        inner = getattr(error, "exception", None) or (error.args[0] if error.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# ---------------------------------------------------------------- queues
+
+
+def queue_arguments(queue_type: str) -> dict | None:
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def declare_queue(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str, queue_type: str) -> None:
+    """Declare a durable queue exactly as tutorial two does; explain the fix if it exists otherwise."""
+    try:
+        channel.queue_declare(queue=queue, durable=True, arguments=queue_arguments(queue_type))
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != 406:
+            raise
+        other = "classic" if queue_type == "quorum" else "quorum"
+        raise Fatal(f"queue {queue!r} already exists with other settings ({error.reply_text}); "
+                    f"delete it (rabbitmqctl delete_queue {queue}) or pass --queue-type {other}") from None
+
+
+def dead_letter_queue(queue: str) -> str:
+    return queue + DEAD_LETTER_SUFFIX
+
+
+# ---------------------------------------------------------------- the task format
+
+
+def task_message(task_id: int, seconds: float) -> tuple[bytes, pika.BasicProperties]:
+    """A task as published: a persistent JSON message with a unique id and a timestamp."""
+    body = json.dumps({"task_id": task_id, "seconds": seconds}).encode()
+    properties = pika.BasicProperties(
+        delivery_mode=pika.DeliveryMode.Persistent,  # written to disk: survives a broker restart
+        content_type=JSON_CONTENT_TYPE,
+        message_id=uuid.uuid4().hex,
+        timestamp=int(time.time()),
+    )
+    return body, properties
+
+
+def parse_task(body: bytes, content_type: str | None) -> Task:
+    """Read a delivered message as a Task, or raise BadTask saying why it cannot run."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadTask("body is not UTF-8 text") from None
+    if content_type == JSON_CONTENT_TYPE or text.lstrip().startswith(("{", "[")):
+        return parse_json_task(text)
+    return parse_text_task(text)
+
+
+def parse_json_task(text: str) -> Task:
+    try:
+        fields = json.loads(text)
+    except ValueError as error:
+        raise BadTask(f"malformed JSON: {error}") from None
+    if not isinstance(fields, dict):
+        raise BadTask("JSON body is not an object with task_id and seconds")
+    missing = [name for name in ("task_id", "seconds") if name not in fields]
+    if missing:
+        raise BadTask(f"missing field(s): {', '.join(missing)}")
+    task_id, seconds = fields["task_id"], fields["seconds"]
+    if not isinstance(task_id, int) or isinstance(task_id, bool):
+        raise BadTask(f"task_id is not a whole number: {task_id!r}")
+    return Task(task_id, checked_seconds(seconds), f"task {task_id}")
+
+
+def parse_text_task(text: str) -> Task:
+    """The tutorial's convention: the body is any text and each '.' in it is one second of work."""
+    if any(not char.isprintable() and char not in "\t\n\r" for char in text):
+        raise BadTask("body is neither a JSON task nor printable text")
+    label = text if len(text) <= LABEL_LENGTH else text[:LABEL_LENGTH - 3] + "..."
+    return Task(None, checked_seconds(float(text.count("."))), repr(label))
+
+
+def checked_seconds(seconds: object) -> float:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise BadTask(f"seconds is not a number: {seconds!r}")
+    if not math.isfinite(seconds):
+        raise BadTask(f"seconds is not finite: {seconds!r}")
+    if seconds < 0:
+        raise BadTask(f"seconds is negative: {seconds!r}")
+    if seconds > MAX_TASK_SECONDS:
+        raise BadTask(f"seconds is absurd: {seconds!r} (more than {MAX_TASK_SECONDS:g})")
+    return float(seconds)
