@@ -165,8 +165,8 @@ class Worker:
             self.busy_seconds += finished - started
             wq.log(self.name, f"done {task.label} in {finished - started:.2f} s")
         if self.args.events:
-            append_line(self.args.events, json.dumps({
-                "worker": self.name, "task_id": task.task_id, "seconds": task.seconds,
+            wq.append_line(self.args.events, json.dumps({
+                "event": "done", "worker": self.name, "task_id": task.task_id, "seconds": task.seconds,
                 "started": started, "finished": finished, "acked": acked,
                 "message_id": properties.message_id, "label": task.label,
             }))
@@ -181,15 +181,6 @@ def wake(connection: pika.BlockingConnection) -> None:
     # If the connection is already gone, process_data_events has raised that; nothing to wake.
     with contextlib.suppress(pika.exceptions.AMQPError):
         connection.add_callback_threadsafe(lambda: None)
-
-
-def append_line(path: str, line: str) -> None:
-    """Append one whole line; O_APPEND keeps lines from several workers sharing a file intact."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def stop_on_signals(worker: Worker) -> None:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
+import time
 
 import pika.exceptions
 
@@ -27,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--durations", type=duration_list, default=wq.env("TASK_DURATIONS", "") or None,
                         help="exact durations, e.g. 3,1,4.5; overrides --count and the min/max "
                              "(env TASK_DURATIONS)")
+    parser.add_argument("--events", default=wq.env("TASK_EVENTS", "") or None, metavar="FILE",
+                        help="append a JSON line per confirmed task to FILE, for report.py (env TASK_EVENTS)")
     wq.add_connection_flags(parser)
     args = parser.parse_args(argv)
     if args.min_seconds > args.max_seconds:
@@ -48,11 +52,12 @@ def task_durations(args: argparse.Namespace) -> list[float]:
     return [round(rng.uniform(args.min_seconds, args.max_seconds), 2) for _ in range(args.count)]
 
 
-def publish_task(channel, queue: str, task_id: int, seconds: float) -> None:
-    """Publish one task and wait for the broker's confirm; raises if it was not taken."""
+def publish_task(channel, queue: str, task_id: int, seconds: float) -> str:
+    """Publish one task and wait for the broker's confirm; raises if it was not taken. Returns its message_id."""
     body, properties = wq.task_message(task_id, seconds)
     # mandatory: a task that no queue takes comes back as UnroutableError instead of vanishing.
     channel.basic_publish(exchange="", routing_key=queue, body=body, properties=properties, mandatory=True)
+    return properties.message_id
 
 
 def id_ranges(ids: list[int]) -> str:
@@ -81,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             problem = lost
             if not lost:
                 try:
-                    publish_task(channel, args.queue, task_id, seconds)
+                    message_id = publish_task(channel, args.queue, task_id, seconds)
                     wq.log(WHO, f"sent task {task_id} ({seconds:g} s): confirmed")
+                    if args.events:
+                        wq.append_line(args.events, json.dumps({
+                            "event": "published", "task_id": task_id, "seconds": seconds,
+                            "message_id": message_id, "published": time.time()}))
                     continue
                 except pika.exceptions.UnroutableError:
                     problem = "unroutable: no queue took it"

@@ -150,6 +150,15 @@ def log(who: str, text: str) -> None:
     print(f"[{who}] {text}", flush=True)
 
 
+def append_line(path: str, line: str) -> None:
+    """Append one whole line; O_APPEND keeps lines from several processes sharing a file intact."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def fail(program: str, error: Exception) -> int:
     print(f"{program}: error: {error}", file=sys.stderr, flush=True)
     return 1

@@ -131,10 +131,3 @@ def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) ->
 def elapsed(start: float) -> float:
     return time.monotonic() - start
 
-
-def greedy_makespan(durations: list[float], workers: int) -> float:
-    """The finish time when each task, in order, goes to the first worker free: fair dispatch's ideal."""
-    free_at = [0.0] * workers
-    for seconds in durations:
-        free_at[free_at.index(min(free_at))] += seconds
-    return max(free_at)

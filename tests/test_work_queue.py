@@ -5,17 +5,9 @@ from __future__ import annotations
 import signal
 import time
 
-from helpers import (
-    BrokerClient,
-    WorkerProcess,
-    done_ids,
-    elapsed,
-    greedy_makespan,
-    read_events,
-    run_publisher,
-    wait_for_consumers,
-)
+from helpers import BrokerClient, WorkerProcess, done_ids, elapsed, read_events, run_publisher, wait_for_consumers
 from rabbit import wait_until
+from report import greedy_makespan
 
 
 def test_fair_dispatch_gives_short_tasks_to_the_free_worker(broker, queue, tmp_path):

@@ -1,0 +1,199 @@
+"""run_demo.sh end to end: inline, tmux and terminal windows, the Docker path, a local node, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+from rabbit import free_port_block, port_is_free, wait_until
+
+DEMO = str(ROOT / "run_demo.sh")
+# Short tasks keep each demo run to a few seconds; their ideal 2-worker schedule is 0.9 s.
+DURATIONS = "0.3,0.1,0.4,0.1,0.5,0.2,0.2,0.3,0.1"
+
+
+def demo_env(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASK_", "WORKER_", "TMUX"))}
+    env.update(AMQP_URL=url, DEMO_DIR=str(tmp_path / "demo"), TASK_QUEUE=f"demo-{tmp_path.name}", COLUMNS="100")
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    env.update(extra)
+    return env
+
+
+def run_demo(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([DEMO, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_complete_report(output: str, tasks: int, workers: int = 2) -> None:
+    report = output[output.index("[demo] report"):]
+    assert f"{tasks} task(s) published, {tasks} done" in report
+    counts = [int(n) for n in re.findall(r"^  worker-\d+ +(\d+) task\(s\)", report, re.M)]
+    assert len(counts) == workers and sum(counts) == tasks, report
+    assert all(count > 0 for count in counts), "every worker got work"
+    assert re.search(r"^worker-1 +\|", report, re.M) and re.search(r"^worker-2 +\|", report, re.M), "timeline rows"
+    ratio = float(re.search(r"ideal greedy schedule [\d.]+ s \(x([\d.]+)\)", report).group(1))
+    assert 1.0 <= ratio < 1.5, report
+    assert f"every task done exactly once ({tasks} of {tasks})" in report
+
+
+def test_demo_inline_shows_fair_dispatch_and_reports(broker, tmp_path):
+    result = run_demo(demo_env(broker.url, tmp_path), "--mode", "inline", "--durations", DURATIONS,
+                      "--idle-timeout", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "using the broker that answers at amqp://guest:***@" in out
+    # Both workers consume before the publisher sends its first task.
+    assert out.index("all workers are consuming") < out.index("publisher  sent task 1")
+    assert re.search(r"^worker-1 +waiting for tasks", out, re.M) and re.search(r"^worker-2 +started task", out, re.M)
+    assert_complete_report(out, 9)
+
+
+def test_demo_in_tmux_runs_a_pane_per_process(broker, tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    result = run_demo(demo_env(broker.url, tmp_path), "--mode", "tmux", "--durations", DURATIONS,
+                      "--idle-timeout", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for index, name in enumerate(["worker-1", "worker-2", "publisher"]):
+        pane = out[out.index(f"---- {name} (tmux pane {index}) ----"):]
+        assert f"[{name}]" in pane.splitlines()[1]
+    assert "[publisher] 9 of 9 tasks confirmed" in out
+    assert_complete_report(out, 9)
+    sessions = subprocess.run(["tmux", "-L", "workqueue-demo", "ls"], capture_output=True, text=True)
+    assert "demo-" not in sessions.stdout, "the demo's tmux session is closed"
+
+
+def test_demo_opens_a_terminal_window_per_process(broker, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "terminal-calls"
+    # A stand-in terminal emulator: records its arguments and runs the command it was given.
+    (bin_dir / "x-terminal-emulator").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nshift 3\nexec "$@" </dev/null >/dev/null 2>&1\n')
+    (bin_dir / "x-terminal-emulator").chmod(0o755)
+    env = demo_env(broker.url, tmp_path, DISPLAY=":99", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = run_demo(env, "--durations", DURATIONS, "--idle-timeout", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(terminals mode)" in result.stdout
+    titles = [line.split()[1] for line in calls.read_text().splitlines()]
+    assert titles == ["worker-1", "worker-2", "publisher"]
+    assert_complete_report(result.stdout, 9)
+
+
+def fake_docker(tmp_path: Path, broker_url: str) -> tuple[Path, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(ROOT / "tests" / "fake_docker.py")
+    log = tmp_path / "docker-calls"
+    log.touch()
+    return bin_dir, log
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_demo_runs_rabbitmq_in_docker_on_loopback_only(broker, tmp_path, keep):
+    bin_dir, log = fake_docker(tmp_path, broker.url)
+    port, management_port = free_port_block(2), None
+    management_port = port + 1
+    env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path,
+                   PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(log),
+                   FAKE_DOCKER_TARGET_PORT=broker.url.split(":")[-1].split("/")[0],
+                   RABBITMQ_MANAGEMENT_PORT=str(management_port))
+    args = ["--mode", "inline", "--durations", DURATIONS, "--idle-timeout", "1"] + (["--keep-broker"] if keep else [])
+    try:
+        result = run_demo(env, *args)
+        calls = log.read_text().splitlines()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_complete_report(result.stdout, 9)
+        run = next(call for call in calls if call.startswith("run "))
+        assert "--name workqueue-demo-rabbitmq" in run
+        assert f"-p 127.0.0.1:{port}:5672" in run and f"-p 127.0.0.1:{management_port}:15672" in run
+        assert not re.search(r"-p (?!127\.0\.0\.1:)", run), "every port is published on loopback only"
+        assert run.endswith(" rabbitmq:3-management")
+        assert f"management UI: http://localhost:{management_port}/" in result.stdout
+        assert calls.index("rm -f workqueue-demo-rabbitmq") < calls.index(run), "an old container is replaced"
+        removed_after = "rm -f workqueue-demo-rabbitmq" in calls[calls.index(run):]
+        assert removed_after != keep, calls
+    finally:
+        subprocess.run([str(bin_dir / "docker"), "rm", "-f", "workqueue-demo-rabbitmq"], env=env, capture_output=True)
+
+
+def test_demo_without_any_broker_says_what_to_install(tmp_path):
+    port = free_port_block(1)
+    env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
+                   RABBITMQ_BIN=str(tmp_path / "none"))
+    result = run_demo(env, "--mode", "inline")
+    assert result.returncode == 1
+    assert "no RabbitMQ broker answers at amqp://guest:***@127.0.0.1" in result.stderr
+    for platform in ("Linux (Debian/Ubuntu): sudo apt-get install rabbitmq-server", "macOS:", "Windows:"):
+        assert platform in result.stderr
+    assert not (tmp_path / "demo" / "run").exists(), "nothing was started"
+
+
+def test_ctrl_c_stops_workers_warmly_then_the_local_broker_it_started(broker, tmp_path):
+    if broker.node is None:
+        pytest.skip("needs rabbitmq-server installed locally")
+    port = free_port_block(2)
+    env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
+                   RABBITMQ_BIN=str(broker.node.server.parent), RABBITMQ_MANAGEMENT_PORT=str(port + 1))
+    output = tmp_path / "demo.out"
+    with open(output, "w") as out:
+        demo = subprocess.Popen([DEMO, "--mode", "inline", "--durations", "2,2,2,2", "--idle-timeout", "1"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(re.findall(r"started task", output.read_text())) == 2, 90, "both workers busy")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 1, "not every task was done"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    text = output.read_text()
+    assert "starting a throwaway RabbitMQ node" in text
+    assert f"management UI: http://localhost:{port + 1}/" in text
+    assert text.count("SIGTERM: finishing the current task") == 2
+    report = text[text.index("[demo] report"):]
+    assert "4 task(s) published, 2 done" in report and "NOT DONE: task(s) 3, 4" in report
+    assert "stopping the RabbitMQ node started here" in text
+    wait_until(lambda: port_is_free(port), 10, "the demo's broker to be stopped")
+
+
+def test_scripts_pass_shellcheck():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed (.ci/run installs it)")
+    result = subprocess.run(["shellcheck", DEMO, str(ROOT / "run_tests.sh"), str(ROOT / ".ci" / "run")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_demo_help_documents_every_flag_and_environment_variable():
+    result = subprocess.run([DEMO, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for word in ["--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
+                 "--idle-timeout", "--mode", "--keep-broker", "AMQP_URL", "TASK_QUEUE", "RABBITMQ_IMAGE",
+                 "RABBITMQ_BIN", "RABBITMQ_MANAGEMENT_PORT", "DEMO_DIR", "NO_COLOR", "report.py"]:
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--workers", "0"], "--workers must be a whole number >= 1: '0'"),
+    (["--mode", "desktop"], "--mode must be terminals, tmux or inline"),
+    (["--tasks"], "--tasks needs a value"),
+    (["--bogus"], "unknown option '--bogus'"),
+    (["--min-seconds", "3", "--max-seconds", "1"], "--min-seconds 3 is more than --max-seconds 1"),
+    (["--idle-timeout", "soon"], "argument --idle-timeout: not a number: 'soon'"),
+])
+def test_demo_rejects_bad_flags_before_starting_anything(tmp_path, args, complaint):
+    env = demo_env("amqp://guest:guest@127.0.0.1:1/%2F", tmp_path)
+    result = run_demo(env, *args)
+    assert result.returncode == 2
+    assert complaint in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
