@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -12,8 +11,6 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pika
 import pika.exceptions
@@ -60,8 +57,6 @@ class Worker:
         self.dead_lettered = 0
         # Set by the first SIGINT or SIGTERM: finish the current task, ack it, then exit.
         self.stopping = False
-        # One long-lived thread runs the tasks, so this thread can keep the connection's heartbeats going.
-        self.task_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task")
 
     def run(self) -> None:
         """Consume until idle or stopped, reconnecting whenever the connection is lost."""
@@ -80,48 +75,54 @@ class Worker:
                     connection.close()
 
     def consume(self, connection: pika.BlockingConnection) -> None:
-        channel = connection.channel()
+        self.channel = channel = connection.channel()
         wq.declare_queue(channel, self.args.queue, self.args.queue_type)
         wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
         # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
         channel.basic_qos(prefetch_count=self.args.prefetch)
-        # A message is dead-lettered by publishing it to the dead-letter queue; confirms make sure
-        # the broker has the copy before the original is acked.
-        channel.confirm_delivery()
+        # A message is dead-lettered by publishing a copy to the dead-letter queue on a channel of its
+        # own, with confirms, so that the broker has the copy before the original is acked.
+        self.dead_letters = connection.channel()
+        self.dead_letters.confirm_delivery()
+        self.keeper = keeper = wq.ConnectionKeeper(connection)
         wq.log(self.name, f"waiting for tasks on {self.args.queue!r}")
         idle_since = time.monotonic()
-        for method, properties, body in channel.consume(self.args.queue, inactivity_timeout=POLL_SECONDS):
-            if self.stopping:
-                break
-            if method is None:
-                idle = time.monotonic() - idle_since
-                if self.args.idle_timeout and idle >= self.args.idle_timeout:
-                    wq.log(self.name, f"no task for {idle:.1f} s: exiting")
+        try:
+            for method, properties, body in channel.consume(self.args.queue, inactivity_timeout=POLL_SECONDS):
+                if self.stopping:
                     break
-                continue
-            self.handle(connection, channel, method, properties, body)
-            idle_since = time.monotonic()
-        # Cancelling hands back any task prefetched but not started, at once, to the other workers.
-        channel.cancel()
+                if method is None:
+                    idle = time.monotonic() - idle_since
+                    if self.args.idle_timeout and idle >= self.args.idle_timeout:
+                        wq.log(self.name, f"no task for {idle:.1f} s: exiting")
+                        break
+                    continue
+                self.handle(method, properties, body)
+                idle_since = time.monotonic()
+            # Cancelling hands back any task prefetched but not started, at once, to the other workers.
+            channel.cancel()
+        finally:
+            keeper.close()
 
-    def handle(self, connection: pika.BlockingConnection, channel, method, properties, body: bytes) -> None:
+    def handle(self, method, properties, body: bytes) -> None:
         try:
             task = wq.parse_task(body, properties.content_type)
         except wq.BadTask as error:
-            self.dead_letter(channel, method, properties, body, str(error))
+            self.dead_letter(method, properties, body, str(error))
             return
         earlier = (properties.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
         if earlier >= self.args.max_deliveries:
-            self.dead_letter(channel, method, properties, body,
+            self.dead_letter(method, properties, body,
                              f"delivered {earlier} times without an ack (--max-deliveries {self.args.max_deliveries})")
             return
         again = f", delivery {earlier + 1}" if method.redelivered else ""
         wq.log(self.name, f"started {task.label} ({task.seconds:g} s{again})")
         started = time.time()
         try:
-            self.run_keeping_connection_alive(connection, lambda: do_work(task))
+            with self.keeper.working():  # heartbeats go on while the task runs
+                do_work(task)
             # Only now does the broker forget the task. An ack must go on the channel that delivered it.
-            channel.basic_ack(method.delivery_tag)
+            self.channel.basic_ack(method.delivery_tag)
         except wq.CONNECTION_ERRORS:
             # The delivery tag died with the channel: no ack can be sent on a new one, so the broker
             # will hand this task out again.
@@ -130,31 +131,15 @@ class Worker:
             raise
         self.record(task, properties, started, acked=True)
 
-    def run_keeping_connection_alive(self, connection: pika.BlockingConnection, work: Callable[[], None]) -> None:
-        """Run work on the task thread while this thread keeps serving the connection.
-
-        Work done right here would block pika's I/O: heartbeats would stop and the broker would drop
-        the connection in the middle of a long task.
-        """
-        future = self.task_thread.submit(work)
-        # add_callback_threadsafe is the one BlockingConnection method another thread may call;
-        # it wakes process_data_events below as soon as the work is done.
-        future.add_done_callback(lambda _: wake(connection))
-        try:
-            while not future.done():
-                connection.process_data_events(time_limit=None)
-        finally:
-            future.exception()  # wait: never start another task while this one still runs
-        future.result()
-
-    def dead_letter(self, channel, method, properties, body: bytes, reason: str) -> None:
+    def dead_letter(self, method, properties, body: bytes, reason: str) -> None:
         """Move a message we will not run to the dead-letter queue, with the reason, instead of dropping it."""
         kept = copy.copy(properties)
         kept.headers = {**(properties.headers or {}), wq.DEAD_REASON_HEADER: reason,
                         "x-original-queue": self.args.queue}
         kept.delivery_mode = pika.DeliveryMode.Persistent.value
-        channel.basic_publish(exchange="", routing_key=self.dead_queue, body=body, properties=kept, mandatory=True)
-        channel.basic_ack(method.delivery_tag)
+        self.dead_letters.basic_publish(exchange="", routing_key=self.dead_queue, body=body, properties=kept,
+                                        mandatory=True)
+        self.channel.basic_ack(method.delivery_tag)
         self.dead_lettered += 1
         wq.log(self.name, f"moved a message to {self.dead_queue!r}: {reason}")
 
@@ -175,12 +160,6 @@ class Worker:
         ids = ", ".join(map(str, self.done)) or "none"
         return (f"summary: {len(self.done)} task(s) done, {self.busy_seconds:.2f} s busy, task ids: {ids}; "
                 f"{self.dead_lettered} moved to {self.dead_queue!r}")
-
-
-def wake(connection: pika.BlockingConnection) -> None:
-    # If the connection is already gone, process_data_events has raised that; nothing to wake.
-    with contextlib.suppress(pika.exceptions.AMQPError):
-        connection.add_callback_threadsafe(lambda: None)
 
 
 def stop_on_signals(worker: Worker) -> None:

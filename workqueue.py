@@ -11,10 +11,11 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -41,6 +42,9 @@ JSON_CONTENT_TYPE = "application/json"
 # Characters of a text task's body shown in log lines.
 LABEL_LENGTH = 40
 
+# While a task runs, how often (seconds) a helper thread serves the worker's connection: heartbeats.
+KEEPALIVE_INTERVAL = 0.25
+
 # Every way an open connection or channel can go away under us; the worker reconnects on these.
 CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
@@ -56,8 +60,7 @@ class BadTask(ValueError):
     """A message that is not a task we can run; its text is the reason given in the dead-letter queue."""
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     task_id: int | None  # None for a tutorial text task, which carries no id
     seconds: float
     label: str  # how log lines name the task
@@ -214,6 +217,60 @@ def describe(error: BaseException) -> str:
         error = inner
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class ConnectionKeeper:
+    """Keeps a worker's connection alive (heartbeats) while its thread is busy with a task.
+
+    Work done on the thread that uses a BlockingConnection blocks pika's I/O: heartbeats stop and the
+    broker drops the connection in the middle of a long task. So while a task runs, a helper thread
+    serves the connection every KEEPALIVE_INTERVAL seconds. BlockingConnection is not thread-safe, so
+    the two threads take turns: the worker's thread gives up its turn only for the work itself.
+    A task shorter than the interval costs no thread switch at all.
+    """
+
+    def __init__(self, connection: pika.BlockingConnection) -> None:
+        self.connection = connection
+        self.turn = threading.Lock()
+        self.turn.acquire()  # the worker's turn, except while a task runs
+        self.busy_since: float | None = None
+        self.error: pika.exceptions.AMQPError | None = None
+        self.closed = False
+        threading.Thread(target=self._serve, name="connection-keeper", daemon=True).start()
+
+    def working(self) -> ConnectionKeeper:
+        """`with keeper.working(): task()` serves the connection from the helper while the task runs,
+        and raises on the worker's thread if the connection was lost meanwhile."""
+        return self
+
+    def __enter__(self) -> None:
+        self.busy_since = time.monotonic()
+        self.turn.release()
+
+    def __exit__(self, *exc_info) -> None:
+        self.turn.acquire()
+        self.busy_since = None
+        if self.error and exc_info[0] is None:
+            raise self.error
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _serve(self) -> None:
+        while not self.closed:
+            time.sleep(KEEPALIVE_INTERVAL)
+            busy_since = self.busy_since
+            if busy_since is None or self.error or time.monotonic() - busy_since < KEEPALIVE_INTERVAL:
+                continue
+            if not self.turn.acquire(blocking=False):
+                continue  # the task has just finished and its thread has the connection back
+            try:
+                if self.connection.is_open:
+                    self.connection.process_data_events(time_limit=0)
+            except pika.exceptions.AMQPError as error:
+                self.error = error  # the worker's thread raises it once the task is done
+            finally:
+                self.turn.release()
 
 
 # ---------------------------------------------------------------- queues

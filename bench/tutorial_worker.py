@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The baseline: tutorial two's worker (prefetch 1, the work inline in the callback, ack after).
+
+It keeps the same books as consumer.py (two log lines and one events line per task) and exits after
+--idle-timeout seconds without a task, so both are measured doing the same things.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import pika
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--prefetch", type=int, default=1, help="0 = no limit (round robin)")
+    parser.add_argument("--idle-timeout", type=float, default=1.0)
+    args = parser.parse_args()
+
+    connection = pika.BlockingConnection(pika.URLParameters(args.url))
+    channel = connection.channel()
+    if args.prefetch:
+        channel.basic_qos(prefetch_count=args.prefetch)
+    last_activity = time.monotonic()
+
+    def callback(ch, method, properties, body):
+        nonlocal last_activity
+        task = json.loads(body)
+        started = time.time()
+        print(f" [x] Received {body.decode()}", flush=True)
+        time.sleep(task["seconds"])
+        print(" [x] Done", flush=True)
+        ch.basic_ack(delivery_tag=method.delivery_tag)
+        line = json.dumps({"event": "done", "worker": args.name, "task_id": task["task_id"],
+                           "seconds": task["seconds"], "started": started, "finished": time.time(),
+                           "acked": True, "message_id": properties.message_id})
+        fd = os.open(args.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+        last_activity = time.monotonic()
+
+    def stop_when_idle():
+        if time.monotonic() - last_activity >= args.idle_timeout:
+            channel.stop_consuming()
+        else:
+            connection.call_later(0.2, stop_when_idle)
+
+    channel.basic_consume(queue=args.queue, on_message_callback=callback)
+    connection.call_later(0.2, stop_when_idle)
+    channel.start_consuming()
+    connection.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
