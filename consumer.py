@@ -80,29 +80,36 @@ class Worker:
         wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
         # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
         channel.basic_qos(prefetch_count=self.args.prefetch)
-        # A message is dead-lettered by publishing a copy to the dead-letter queue on a channel of its
-        # own, with confirms, so that the broker has the copy before the original is acked.
-        self.dead_letters = connection.channel()
-        self.dead_letters.confirm_delivery()
-        self.keeper = keeper = wq.ConnectionKeeper(connection)
+        self.dead_letters = None  # opened at the first message that needs it
+        self.keeper = wq.ConnectionKeeper(connection)
+        self.connection = connection
+        self.last_task = time.monotonic()
+        channel.basic_consume(self.args.queue, self.on_message)
+        connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)
         wq.log(self.name, f"waiting for tasks on {self.args.queue!r}")
-        idle_since = time.monotonic()
         try:
-            for method, properties, body in channel.consume(self.args.queue, inactivity_timeout=POLL_SECONDS):
-                if self.stopping:
-                    break
-                if method is None:
-                    idle = time.monotonic() - idle_since
-                    if self.args.idle_timeout and idle >= self.args.idle_timeout:
-                        wq.log(self.name, f"no task for {idle:.1f} s: exiting")
-                        break
-                    continue
-                self.handle(method, properties, body)
-                idle_since = time.monotonic()
-            # Cancelling hands back any task prefetched but not started, at once, to the other workers.
-            channel.cancel()
+            channel.start_consuming()  # returns once stop_consuming() is called
         finally:
-            keeper.close()
+            self.keeper.close()
+
+    def on_message(self, _channel, method, properties, body: bytes) -> None:
+        if self.stopping:
+            # Not started, not acked: stopping hands it back to the queue for another worker.
+            self.channel.stop_consuming()
+            return
+        self.handle(method, properties, body)
+        self.last_task = time.monotonic()
+
+    def stop_if_idle_or_asked(self) -> None:
+        """Runs every POLL_SECONDS between tasks, on this thread: the connection's own timer."""
+        idle = time.monotonic() - self.last_task
+        if self.stopping:
+            self.channel.stop_consuming()
+        elif self.args.idle_timeout and idle >= self.args.idle_timeout:
+            wq.log(self.name, f"no task for {idle:.1f} s: exiting")
+            self.channel.stop_consuming()
+        else:
+            self.connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)
 
     def handle(self, method, properties, body: bytes) -> None:
         try:
@@ -137,6 +144,11 @@ class Worker:
         kept.headers = {**(properties.headers or {}), wq.DEAD_REASON_HEADER: reason,
                         "x-original-queue": self.args.queue}
         kept.delivery_mode = pika.DeliveryMode.Persistent.value
+        if self.dead_letters is None:
+            # A channel of its own, with confirms, so that the broker has the copy before the original
+            # is acked; the consuming channel stays a plain consumer.
+            self.dead_letters = self.connection.channel()
+            self.dead_letters.confirm_delivery()
         self.dead_letters.basic_publish(exchange="", routing_key=self.dead_queue, body=body, properties=kept,
                                         mandatory=True)
         self.channel.basic_ack(method.delivery_tag)

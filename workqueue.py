@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -47,6 +47,9 @@ KEEPALIVE_INTERVAL = 0.25
 
 # Every way an open connection or channel can go away under us; the worker reconnects on these.
 CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
+
+# Either kind of pika connection: blocking (the worker) or asynchronous (the publisher).
+Connection = TypeVar("Connection")
 
 # pika logs its own view of every dropped connection; our scripts say it once, in their own words.
 logging.getLogger("pika").setLevel(logging.CRITICAL)
@@ -170,12 +173,13 @@ def fail(program: str, error: Exception) -> int:
 # ---------------------------------------------------------------- connecting
 
 
-def connect(urls: list[str], timeout: float, who: str,
-            stop_requested: Callable[[], bool] = lambda: False) -> pika.BlockingConnection | None:
+def connect(urls: list[str], timeout: float, who: str, stop_requested: Callable[[], bool] = lambda: False,
+            opener: Callable[[pika.ConnectionParameters], Connection] = pika.BlockingConnection) -> Connection | None:
     """Connect to the first broker that answers, retrying for up to `timeout` seconds.
 
     Refused credentials or vhost access are not retried: no number of attempts will fix them.
-    Returns None only if stop_requested() turns true while retrying.
+    Returns None only if stop_requested() turns true while retrying. `opener` makes the connection:
+    pika.BlockingConnection, or open_async for pika's asynchronous adapter.
     """
     deadline = time.monotonic() + timeout
     delay = RETRY_DELAY_FIRST
@@ -184,7 +188,7 @@ def connect(urls: list[str], timeout: float, who: str,
             parameters = pika.URLParameters(url)
             parameters.client_properties = {"connection_name": who}
             try:
-                return pika.BlockingConnection(parameters)
+                return opener(parameters)
             except pika.exceptions.ProbableAuthenticationError:
                 raise Fatal(f"the broker at {mask_url(url)} refused the user name or password "
                             "(check --url / AMQP_URL)") from None
@@ -207,11 +211,25 @@ def connect(urls: list[str], timeout: float, who: str,
     raise AssertionError("unreachable")
 
 
+def open_async(parameters: pika.ConnectionParameters) -> pika.SelectConnection:
+    """Open a connection on pika's asynchronous adapter, waiting until it is open; raise if it fails."""
+    failure: list[BaseException] = []
+    connection = pika.SelectConnection(
+        parameters,
+        on_open_callback=lambda opened: opened.ioloop.stop(),
+        on_open_error_callback=lambda failed, error: (failure.append(error), failed.ioloop.stop()))
+    connection.ioloop.start()
+    if failure:
+        raise failure[0]
+    return connection
+
+
 def describe(error: BaseException) -> str:
     """A short, password-free description of a pika error, naming its root cause."""
     # pika wraps the socket's error in connector and workflow errors.
     while True:
-        inner = getattr(error, "exception", None) or (error.args[0] if error.args else None)
+        inner = (getattr(error, "exception", None) or (getattr(error, "exceptions", None) or [None])[-1]
+                 or (error.args[0] if error.args else None))
         if not isinstance(inner, BaseException):
             break
         error = inner
@@ -287,9 +305,14 @@ def declare_queue(channel: pika.adapters.blocking_connection.BlockingChannel, qu
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code != 406:
             raise
-        other = "classic" if queue_type == "quorum" else "quorum"
-        raise Fatal(f"queue {queue!r} already exists with other settings ({error.reply_text}); "
-                    f"delete it (rabbitmqctl delete_queue {queue}) or pass --queue-type {other}") from None
+        raise queue_mismatch(queue, queue_type, error.reply_text) from None
+
+
+def queue_mismatch(queue: str, queue_type: str, broker_says: str) -> Fatal:
+    """The error for a queue that exists with other arguments (406 PRECONDITION_FAILED)."""
+    other = "classic" if queue_type == "quorum" else "quorum"
+    return Fatal(f"queue {queue!r} already exists with other settings ({broker_says}); "
+                 f"delete it (rabbitmqctl delete_queue {queue}) or pass --queue-type {other}")
 
 
 def dead_letter_queue(queue: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from rabbit import INSTALL_HINT, EpmdDaemon, RabbitNode, find_server, free_port_block  # noqa: E402
 
 PYTHON = sys.executable
+# Stands for the events file in a worker's command line; run_workers puts a fresh file there.
+EVENTS = "{events}"
 
 
 @contextlib.contextmanager
@@ -72,11 +76,59 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def cell_text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def table(title: str, header: list[str], rows: list[list[object]]) -> None:
     print(f"\n{title}")
-    cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    cells = [header] + [[cell_text(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for index, row in enumerate(cells):
         print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
         if index == 0:
             print("  " + "  ".join("-" * width for width in widths))
+
+
+def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 60) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    deadline = time.monotonic() + timeout
+    while channel.queue_declare(queue, passive=True).method.consumer_count < count:
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: {count} workers did not start consuming within {timeout} s")
+        time.sleep(0.05)
+    connection.close()
+
+
+def consumer_command(url: str, queue: str, name: str, events: str) -> list[str]:
+    return [PYTHON, str(ROOT / "consumer.py"), "--url", url, "--queue", queue, "--name", name,
+            "--events", events, "--idle-timeout", "1"]
+
+
+def tutorial_command(url: str, queue: str, name: str, events: str, prefetch: int = 1) -> list[str]:
+    return [PYTHON, str(ROOT / "bench" / "tutorial_worker.py"), "--url", url, "--queue", queue, "--name", name,
+            "--events", events, "--idle-timeout", "1", "--prefetch", str(prefetch)]
+
+
+def run_workers(url: str, commands: list[list[str]], queue: str, durations: list[float] | None) -> list[dict]:
+    """Start the workers; once all consume, publish `durations` (None: the queue is already full).
+
+    Returns the events of the tasks they did, once they have all exited.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        events = Path(folder) / "events.jsonl"
+        processes = [subprocess.Popen([str(events) if arg == EVENTS else arg for arg in command],
+                                      stdout=subprocess.DEVNULL) for command in commands]
+        if durations is not None:
+            wait_for_consumers(url, queue, len(commands))
+            publish(url, queue, durations)
+        for process in processes:
+            process.wait()
+        return [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
+
+
+def makespan(events: list[dict]) -> float:
+    return max(e["finished"] for e in events) - min(e["started"] for e in events)
