@@ -69,7 +69,7 @@ class Worker:
                 self.consume(connection)
                 return
             except wq.CONNECTION_ERRORS as error:
-                wq.log(self.name, f"connection lost ({wq.describe(error)}); reconnecting")
+                wq.log(self.name, f"connection lost ({self.why_closed(error)}); reconnecting")
             finally:
                 if connection.is_open:
                     connection.close()
@@ -130,10 +130,11 @@ class Worker:
                 do_work(task)
             # Only now does the broker forget the task. An ack must go on the channel that delivered it.
             self.channel.basic_ack(method.delivery_tag)
-        except wq.CONNECTION_ERRORS:
+        except wq.CONNECTION_ERRORS as error:
             # The delivery tag died with the channel: no ack can be sent on a new one, so the broker
             # will hand this task out again.
-            wq.log(self.name, f"finished {task.label} but the connection is gone: not acked, it will be redelivered")
+            wq.log(self.name, f"finished {task.label} but could not ack it ({self.why_closed(error)}): "
+                              "it will be redelivered")
             self.record(task, properties, started, acked=False)
             raise
         self.record(task, properties, started, acked=True)
@@ -167,6 +168,12 @@ class Worker:
                 "started": started, "finished": finished, "acked": acked,
                 "message_id": properties.message_id, "label": task.label,
             }))
+
+    def why_closed(self, error: BaseException) -> str:
+        if isinstance(error, pika.exceptions.ChannelWrongStateError) and self.connection.is_open:
+            return ("the broker closed the channel while the task ran, as it does when a task outlasts its "
+                    "consumer_timeout")
+        return wq.describe(error)
 
     def summary(self) -> str:
         ids = ", ".join(map(str, self.done)) or "none"

@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--durations", type=duration_list, default=wq.env("TASK_DURATIONS", "") or None,
                         help="exact durations, e.g. 3,1,4.5; overrides --count and the min/max "
                              "(env TASK_DURATIONS)")
+    parser.add_argument("--blocked-timeout", type=wq.non_negative_float, default=wq.env("BLOCKED_TIMEOUT", "60"),
+                        help="seconds to wait while the broker blocks publishing (a memory or disk alarm) "
+                             "before giving up (env BLOCKED_TIMEOUT, default %(default)s)")
     parser.add_argument("--events", default=wq.env("TASK_EVENTS", "") or None, metavar="FILE",
                         help="append a JSON line per confirmed task to FILE, for report.py (env TASK_EVENTS)")
     wq.add_connection_flags(parser)
@@ -132,6 +135,9 @@ class ConfirmedPublishing:
         Afterwards `pending` holds what still needs publishing (on a new connection), and `lost` why.
         """
         self.connection.add_on_close_callback(self.on_connection_closed)
+        self.connection.add_on_connection_blocked_callback(self.on_blocked)
+        self.connection.add_on_connection_unblocked_callback(
+            lambda _connection, _frame: wq.log(WHO, "the broker unblocked publishing; carrying on"))
         self.connection.channel(on_open_callback=self.on_channel_open)
         try:
             self.connection.ioloop.start()
@@ -186,8 +192,17 @@ class ConfirmedPublishing:
             self.lost = reason
         self.close()
 
+    def on_blocked(self, _connection, frame) -> None:
+        self.outcome.end_progress_line()
+        wq.log(WHO, f"the broker blocked publishing ({frame.method.reason}: a resource alarm); "
+                    f"waiting up to {self.args.blocked_timeout:g} s for it to clear")
+
     def on_connection_closed(self, connection, reason: BaseException) -> None:
-        if not self.closing and not self.lost:
+        if isinstance(reason, pika.exceptions.ConnectionBlockedTimeout):
+            # Reconnecting would only be blocked again: the broker is short of memory or disk.
+            self.fatal = wq.Fatal(f"the broker blocked publishing for {self.args.blocked_timeout:g} s "
+                                  "(a memory or disk alarm on the broker); gave up")
+        elif not self.closing and not self.lost:
             self.lost = reason
         connection.ioloop.stop()
 
@@ -216,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     outcome = Outcome(args, len(durations))
     started = time.monotonic()
     publishing = None
+    gave_up = f"the connection was lost {MAX_RECONNECTS + 1} times"
     try:
         for attempt in range(MAX_RECONNECTS + 1):
-            connection = wq.connect(args.url, args.connect_timeout, WHO, opener=wq.open_async)
+            connection = wq.connect(args.url, args.connect_timeout, WHO,
+                                    opener=lambda parameters: wq.open_async(parameters, args.blocked_timeout))
             publishing = ConfirmedPublishing(connection, args, pending, outcome)
             if attempt == 0:
                 started = time.monotonic()  # the rate counts publishing, not connecting
@@ -233,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         if publishing is None:
             return wq.fail("publisher.py", error)  # nothing was sent: the error says it all
         wq.fail("publisher.py", error)
+        gave_up = "gave up, see the error"
     except KeyboardInterrupt:
-        outcome.end_progress_line()
-        wq.log(WHO, "interrupted")
+        gave_up = "interrupted"
+    outcome.end_progress_line()
     for task_id, seconds in pending:
-        outcome.fail(task_id, seconds, "never confirmed: the connection could not be restored")
+        outcome.fail(task_id, seconds, f"never confirmed: {gave_up}")
     outcome.end_progress_line()
     elapsed = time.monotonic() - started
     rate = f", {outcome.confirmed / elapsed:,.0f} tasks/s" if outcome.confirmed and elapsed > 0 else ""

@@ -211,8 +211,14 @@ def connect(urls: list[str], timeout: float, who: str, stop_requested: Callable[
     raise AssertionError("unreachable")
 
 
-def open_async(parameters: pika.ConnectionParameters) -> pika.SelectConnection:
-    """Open a connection on pika's asynchronous adapter, waiting until it is open; raise if it fails."""
+def open_async(parameters: pika.ConnectionParameters, blocked_timeout: float | None = None) -> pika.SelectConnection:
+    """Open a connection on pika's asynchronous adapter, waiting until it is open; raise if it fails.
+
+    With blocked_timeout, pika closes the connection (ConnectionBlockedTimeout) once the broker has
+    blocked it that long.
+    """
+    if blocked_timeout:
+        parameters.blocked_connection_timeout = blocked_timeout
     failure: list[BaseException] = []
     connection = pika.SelectConnection(
         parameters,

@@ -131,3 +131,18 @@ def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) ->
 def elapsed(start: float) -> float:
     return time.monotonic() - start
 
+
+
+def fault_figures(name: str, published: list[dict], done: list[dict]) -> dict[str, int]:
+    """What a fault test reports: tasks published and confirmed, done, done more than once, lost."""
+    runs: dict[int, int] = {}
+    acked: set[int] = set()
+    for event in done:
+        runs[event["task_id"]] = runs.get(event["task_id"], 0) + 1
+        if event["acked"]:
+            acked.add(event["task_id"])
+    confirmed = {event["task_id"] for event in published}
+    figures = {"published": max(confirmed, default=0), "confirmed": len(confirmed), "done": len(acked & confirmed),
+               "duplicates": sum(count - 1 for count in runs.values()), "lost": len(confirmed - acked)}
+    print(f"\nFAULT {name}: " + ", ".join(f"{key} {value}" for key, value in figures.items()), flush=True)
+    return figures

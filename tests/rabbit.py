@@ -75,7 +75,7 @@ class RabbitNode:
     """One private RabbitMQ node: start, stop cleanly, kill -9, restart on the same data."""
 
     def __init__(self, folder: Path, name: str, port: int, epmd_port: int,
-                 server: Path, ctl: Path, config: str = "") -> None:
+                 server: Path, ctl: Path, config: str = "", home: Path | None = None) -> None:
         self.folder = folder
         self.name = f"{name}@localhost"
         self.port = port
@@ -89,7 +89,7 @@ class RabbitNode:
         (folder / "enabled_plugins").write_text("[].\n")
         self.env = {
             **os.environ,
-            "HOME": str(folder),
+            "HOME": str(home or folder),  # the Erlang cookie: nodes of one cluster share it
             "ERL_EPMD_PORT": str(epmd_port),
             "ERL_CRASH_DUMP": str(folder / "erl_crash.dump"),
             "RABBITMQ_NODENAME": self.name,
@@ -112,11 +112,14 @@ class RabbitNode:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         with open(self.folder / "server.out", "ab") as log:
             self.process = subprocess.Popen(
                 [str(self.server)], env=self.env, cwd=self.folder, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ready()
 
     def wait_ready(self) -> None:
         def started() -> bool:

@@ -77,7 +77,7 @@ def test_bad_flags_are_usage_errors_with_exit_2(script, args, complaint):
 
 @pytest.mark.parametrize("script, variables", [
     ("publisher.py", ["TASK_COUNT", "TASK_MIN_SECONDS", "TASK_MAX_SECONDS", "TASK_SEED", "TASK_DURATIONS",
-                      "TASK_EVENTS"]),
+                      "TASK_EVENTS", "BLOCKED_TIMEOUT"]),
     ("consumer.py", ["WORKER_NAME", "WORKER_PREFETCH", "WORKER_IDLE_TIMEOUT", "WORKER_MAX_DELIVERIES",
                      "WORKER_EVENTS"]),
 ])

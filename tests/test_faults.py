@@ -1,0 +1,160 @@
+"""Faults real deployments see, on one broker node: restarts, crashing workers, alarms, consumer timeouts.
+
+Each test prints its figures (published, confirmed, done, duplicates, lost) in a line starting "FAULT".
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+
+import pytest
+
+from helpers import PYTHON, ROOT, BrokerClient, WorkerProcess, fault_figures, read_events, run_publisher, script_env
+from rabbit import wait_until
+
+# A quorum queue crashed within about a second of its creation can come back without a leader
+# (RabbitMQ 3.10); crash tests give a new queue this long to settle first.
+QUORUM_SETTLE_SECONDS = 3
+
+
+def settled_queue(url: str, queue: str) -> None:
+    with BrokerClient(url) as client:
+        client.declare_quorum(queue)
+    time.sleep(QUORUM_SETTLE_SECONDS)
+
+
+def acked_count(path) -> int:
+    return len({e["task_id"] for e in read_events(path) if e["acked"]})
+
+
+@pytest.mark.parametrize("how", ["clean stop", "kill -9"])
+def test_workers_finish_everything_across_a_broker_restart(broker, node, queue, tmp_path, capfd, how):
+    settled_queue(broker.url, queue)
+    published = tmp_path / "published.jsonl"
+    assert run_publisher(broker.url, queue, "--durations", ",".join(["0.1"] * 40),
+                         "--events", str(published)).returncode == 0
+    workers = [WorkerProcess(broker.url, queue, tmp_path, f"w{i}", "--idle-timeout", "3", "--connect-timeout", "60")
+               for i in (1, 2)]
+    events = tmp_path / "events.jsonl"
+    wait_until(lambda: acked_count(events) >= 6, 30, "work to be under way")
+    if how == "kill -9":
+        node.kill()
+    else:
+        node.stop()
+    node.start()
+    for worker in workers:
+        assert worker.wait(timeout=90) == 0, worker.output
+        assert "connection lost" in worker.output
+    with capfd.disabled():
+        figures = fault_figures(f"broker {how} mid-run", read_events(published), read_events(events))
+    assert figures["lost"] == 0 and figures["done"] == 40
+    assert figures["duplicates"] <= 2, "only a task in flight at the restart, one per worker, may be done again"
+
+
+def kill_mid_task(worker: WorkerProcess, timeout: float = 3) -> bool:
+    """kill -9 the worker while its last line says it started a task; False if it never got one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = worker.output.strip().splitlines()
+        if lines and lines[-1].startswith(f"[{worker.name}] started task"):
+            worker.kill()
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_no_task_lost_when_workers_crash_repeatedly(broker, queue, tmp_path, capfd):
+    settled_queue(broker.url, queue)
+    published = tmp_path / "published.jsonl"
+    assert run_publisher(broker.url, queue, "--count", "100", "--min-seconds", "0.1", "--max-seconds", "0.2",
+                         "--seed", "11", "--events", str(published)).returncode == 0
+    flags = ("--idle-timeout", "2", "--max-deliveries", "50")
+    workers = [WorkerProcess(broker.url, queue, tmp_path, f"w{i}", *flags) for i in range(3)]
+    rng = random.Random(5)
+    kills = 0
+    events = tmp_path / "events.jsonl"
+    while kills < 20:
+        assert acked_count(events) < 100, f"the work ended after only {kills} kills"
+        time.sleep(rng.uniform(0.02, 0.2))
+        slot = rng.randrange(3)
+        if kill_mid_task(workers[slot]):
+            kills += 1
+            workers[slot] = WorkerProcess(broker.url, queue, tmp_path, f"w{slot}-{kills}", *flags)
+    for worker in workers:
+        assert worker.wait(timeout=60) == 0, worker.output
+    with capfd.disabled():
+        figures = fault_figures("20 worker kill -9s, 3 workers, 100 tasks", read_events(published),
+                                read_events(events))
+    assert figures["lost"] == 0 and figures["done"] == 100
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0 and client.depth(queue + ".dead") == 0
+
+
+def test_task_that_kills_every_worker_ends_in_the_dead_letter_queue(broker, queue, tmp_path):
+    settled_queue(broker.url, queue)
+    assert run_publisher(broker.url, queue, "--durations", "2").returncode == 0
+    for attempt in range(3):
+        victim = WorkerProcess(broker.url, queue, tmp_path, f"victim{attempt}", "--max-deliveries", "3")
+        victim.wait_for_output("started task 1")
+        victim.kill()
+    survivor = WorkerProcess(broker.url, queue, tmp_path, "survivor", "--max-deliveries", "3", "--idle-timeout", "1")
+    assert survivor.wait() == 0, survivor.output
+    assert "started task 1" not in survivor.output
+    assert read_events(tmp_path / "events.jsonl") == []
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0
+        [(properties, _)] = client.drain(queue + ".dead")
+    assert "delivered 3 times without an ack" in properties.headers["x-dead-reason"]
+
+
+def test_publisher_waits_out_a_resource_alarm_or_gives_up(broker, node, queue):
+    node.ctl("set_vm_memory_high_watermark", "0.000001")  # far below use: a memory alarm at once
+    try:
+        start = time.monotonic()
+        result = run_publisher(broker.url, queue, "--durations", "1,1,1", "--blocked-timeout", "2")
+        assert result.returncode == 1 and time.monotonic() - start < 15
+        assert "the broker blocked publishing (low on memory: a resource alarm); waiting up to 2 s" in result.stdout
+        assert "blocked publishing for 2 s (a memory or disk alarm on the broker); gave up" in result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[publisher] NOT confirmed: task(s) 1-3"
+    finally:
+        node.ctl("set_vm_memory_high_watermark", "0.4")
+    with BrokerClient(broker.url) as client:
+        client.drain(queue)  # what reached the queue unconfirmed
+    # Blocked again, but the alarm clears while the publisher waits: it carries on.
+    node.ctl("set_vm_memory_high_watermark", "0.000001")
+    try:
+        process = subprocess.Popen([PYTHON, str(ROOT / "publisher.py"), "--queue", queue,
+                                    "--durations", "1,1,1", "--blocked-timeout", "60"], env=script_env(broker.url),
+                                   stdout=subprocess.PIPE, text=True)
+        first = process.stdout.readline()
+        assert "the broker blocked publishing" in first
+    finally:
+        node.ctl("set_vm_memory_high_watermark", "0.4")
+    rest = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, first + rest
+    assert "the broker unblocked publishing; carrying on" in rest and "3 of 3 tasks confirmed" in rest
+
+
+def test_task_longer_than_the_consumer_timeout_is_not_claimed_and_is_done_again(broker, node, queue, tmp_path):
+    def set_consumer_timeout(milliseconds: int, tick: int) -> None:
+        node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
+        node.ctl("eval", f"application:set_env(rabbit, channel_tick_interval, {tick}).")
+
+    settled_queue(broker.url, queue)
+    assert run_publisher(broker.url, queue, "--durations", "3").returncode == 0
+    set_consumer_timeout(1000, 200)  # read by each new channel
+    try:
+        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1")
+        worker.wait_for_output("started task 1")
+        with BrokerClient(broker.url) as client:
+            # The broker closes the worker's channel a second into the 3 s task.
+            wait_until(lambda: client.consumers(queue) == 0, 10, "the broker to time the consumer out")
+    finally:
+        set_consumer_timeout(1_800_000, 60_000)  # RabbitMQ's defaults, for the worker's next channel
+    assert worker.wait(timeout=30) == 0, worker.output
+    assert "could not ack it (the broker closed the channel while the task ran" in worker.output
+    events = read_events(tmp_path / "events.jsonl")
+    assert [(e["task_id"], e["acked"]) for e in events] == [(1, False), (1, True)]
+    assert "summary: 1 task(s) done" in worker.output
