@@ -70,13 +70,11 @@ def timeline(done: list[dict], width: int) -> list[str]:
 
 def report(published: list[dict], done: list[dict], workers: int | None, width: int) -> tuple[str, bool]:
     """The report's text, and whether every published task was done."""
+    ours = {task_key(event) for event in published}
     acked = [event for event in done if event.get("acked", True)]
-    if published:
-        ours = {task_key(event) for event in published}
-        foreign = [event for event in acked if task_key(event) not in ours]
-        acked = [event for event in acked if task_key(event) in ours]
-    else:
-        foreign = []
+    # Tasks left on the queue by an earlier run are counted apart, when we know what this run published.
+    foreign = [event for event in acked if published and task_key(event) not in ours]
+    acked = [event for event in acked if not published or task_key(event) in ours]
     lines = [f"{len(published) or len(acked)} task(s) published, {len(acked)} done"]
     if not acked:
         return "\n".join(lines + ["no task was done"]), not published
@@ -110,7 +108,7 @@ def report(published: list[dict], done: list[dict], workers: int | None, width: 
     runs = defaultdict(list)
     for event in done:
         runs[task_key(event)].append(event)
-    twice = [events for events in runs.values() if len(events) > 1 and (not published or task_key(events[0]) in ours)]
+    twice = [events for key, events in runs.items() if len(events) > 1 and (not published or key in ours)]
     for events in twice:
         workers_seen = ", ".join(e["worker"] for e in events)
         lines.append(f"DONE MORE THAN ONCE: task {task_name(events[0])} ({len(events)} times: {workers_seen})")

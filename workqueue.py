@@ -94,22 +94,23 @@ def url_list(text: str) -> list[str]:
     return urls
 
 
+def number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
 def seconds_value(text: str) -> float:
     """argparse type for a task duration: a finite number of seconds from 0 to MAX_TASK_SECONDS."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = number(text, "a number of seconds")
     if not math.isfinite(value) or not 0 <= value <= MAX_TASK_SECONDS:
         raise argparse.ArgumentTypeError(f"seconds must be from 0 to {MAX_TASK_SECONDS:g}: {text!r}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = number(text, "a number")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
     return value
