@@ -158,3 +158,16 @@ def test_task_longer_than_the_consumer_timeout_is_not_claimed_and_is_done_again(
     events = read_events(tmp_path / "events.jsonl")
     assert [(e["task_id"], e["acked"]) for e in events] == [(1, False), (1, True)]
     assert "summary: 1 task(s) done" in worker.output
+
+
+def test_worker_gives_up_with_one_line_when_the_broker_stays_down(broker, node, queue, tmp_path):
+    # A classic queue: a quorum queue crashed this soon after its creation may come back leaderless.
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "0", "--connect-timeout", "1",
+                           "--queue-type", "classic")
+    worker.wait_for_output("waiting for tasks")
+    node.kill()
+    assert worker.wait(timeout=30) == 1
+    output = worker.output
+    assert "connection lost" in output and "broker unreachable" in output, "it tried to reconnect, saying so"
+    assert "consumer.py: error: cannot reach RabbitMQ" in output and "Traceback" not in output
+    assert "summary: 0 task(s) done" in output
