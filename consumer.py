@@ -75,6 +75,7 @@ class Worker:
                     connection.close()
 
     def consume(self, connection: pika.BlockingConnection) -> None:
+        self.connection = connection
         self.channel = channel = connection.channel()
         wq.declare_queue(channel, self.args.queue, self.args.queue_type)
         wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
@@ -82,7 +83,6 @@ class Worker:
         channel.basic_qos(prefetch_count=self.args.prefetch)
         self.dead_letters = None  # opened at the first message that needs it
         self.keeper = wq.ConnectionKeeper(connection)
-        self.connection = connection
         self.last_task = time.monotonic()
         channel.basic_consume(self.args.queue, self.on_message)
         connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)

@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from helpers import run_publisher, wait_for_consumers  # noqa: E402
 from rabbit import INSTALL_HINT, EpmdDaemon, RabbitNode, find_server, free_port_block  # noqa: E402
 
 PYTHON = sys.executable
@@ -64,10 +64,8 @@ def delete_queue(url: str, queue: str) -> None:
 
 
 def publish(url: str, queue: str, durations: list[float]) -> None:
-    """Fill the queue with the tasks, through publisher.py's own code."""
-    result = subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--url", url, "--queue", queue,
-                             "--durations", ",".join(f"{d:g}" for d in durations)],
-                            capture_output=True, text=True)
+    """Fill the queue with the tasks, through publisher.py itself."""
+    result = run_publisher(url, queue, "--durations", ",".join(f"{d:g}" for d in durations))
     if result.returncode != 0:
         sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
 
@@ -90,17 +88,6 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
         print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
         if index == 0:
             print("  " + "  ".join("-" * width for width in widths))
-
-
-def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 60) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    channel = connection.channel()
-    deadline = time.monotonic() + timeout
-    while channel.queue_declare(queue, passive=True).method.consumer_count < count:
-        if time.monotonic() > deadline:
-            sys.exit(f"bench: {count} workers did not start consuming within {timeout} s")
-        time.sleep(0.05)
-    connection.close()
 
 
 def consumer_command(url: str, queue: str, name: str, events: str) -> list[str]:

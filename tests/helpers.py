@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,3 +147,35 @@ def fault_figures(name: str, published: list[dict], done: list[dict]) -> dict[st
                "duplicates": sum(count - 1 for count in runs.values()), "lost": len(confirmed - acked)}
     print(f"\nFAULT {name}: " + ", ".join(f"{key} {value}" for key, value in figures.items()), flush=True)
     return figures
+
+
+# A quorum queue crashed within about a second of its creation can come back without a leader
+# (RabbitMQ 3.10); tests that crash a node give a new queue this long to settle first.
+QUORUM_SETTLE_SECONDS = 3
+
+
+def settled_quorum_queue(url: str, queue: str) -> None:
+    """Declare a quorum queue through the node at `url` (which then leads it) and let it settle."""
+    with BrokerClient(url) as client:
+        client.declare_quorum(queue)
+    time.sleep(QUORUM_SETTLE_SECONDS)
+
+
+def queue_has_messages(client: BrokerClient, queue: str) -> bool:
+    try:
+        return client.depth(queue) > 0
+    except pika.exceptions.ChannelClosedByBroker:
+        client.channel = client.connection.channel()  # not declared yet; a 404 closes the channel
+        return False
+
+
+def once_publishing_started(url: str, queue: str, action) -> threading.Thread:
+    """Run action() in a thread as soon as the publisher's first tasks are on the queue."""
+    def wait_then_act() -> None:
+        with BrokerClient(url) as client:
+            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
+        action()
+
+    thread = threading.Thread(target=wait_then_act)
+    thread.start()
+    return thread

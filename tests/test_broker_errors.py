@@ -6,23 +6,19 @@ import re
 import threading
 import time
 
-import pika
-
 from helpers import (
     BrokerClient,
     WorkerProcess,
     done_ids,
     elapsed,
+    once_publishing_started,
     read_events,
     run_publisher,
     script_env,
+    settled_quorum_queue,
     wait_for_consumers,
 )
 from rabbit import free_port_block, wait_until
-
-# A quorum queue crashed within about a second of its creation can come back without a leader
-# (RabbitMQ 3.10); crash tests give a new queue this long to settle first.
-QUORUM_SETTLE_SECONDS = 3
 
 
 def one_line_error(result) -> str:
@@ -35,9 +31,7 @@ def one_line_error(result) -> str:
 
 
 def test_confirmed_tasks_survive_a_broker_crash(broker, node, queue, tmp_path):
-    with BrokerClient(broker.url) as client:
-        client.declare_quorum(queue)
-    time.sleep(QUORUM_SETTLE_SECONDS)
+    settled_quorum_queue(broker.url, queue)
     published = run_publisher(broker.url, queue, "--durations", "0.1,0.2,0.1,0.3,0.1,0.2")
     assert published.returncode == 0, published.stdout + published.stderr
     assert "6 of 6 tasks confirmed" in published.stdout
@@ -53,9 +47,7 @@ def test_confirmed_tasks_survive_a_broker_crash(broker, node, queue, tmp_path):
 
 
 def test_worker_reconnects_after_broker_restart_and_task_is_redone(broker, node, queue, tmp_path):
-    with BrokerClient(broker.url) as client:
-        client.declare_quorum(queue)
-    time.sleep(QUORUM_SETTLE_SECONDS)
+    settled_quorum_queue(broker.url, queue)
     worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "2", "--connect-timeout", "60")
     wait_for_consumers(broker.url, queue, 1)
     assert run_publisher(broker.url, queue, "--durations", "2,0.1,0.1").returncode == 0
@@ -119,14 +111,12 @@ def test_unknown_vhost_is_a_one_line_error(broker, queue):
 def test_unroutable_tasks_are_named_and_exit_1(broker, queue):
     deleted = threading.Event()
 
-    def delete_queue_once_publishing_started() -> None:
+    def delete_queue() -> None:
         with BrokerClient(broker.url) as client:
-            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
             client.channel.queue_delete(queue)
         deleted.set()
 
-    deleter = threading.Thread(target=delete_queue_once_publishing_started)
-    deleter.start()
+    deleter = once_publishing_started(broker.url, queue, delete_queue)
     # A classic queue: deleting a quorum queue under a confirming publisher makes RabbitMQ 3.10 close
     # the whole connection (541 INTERNAL_ERROR) rather than return the messages.
     result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
@@ -137,14 +127,6 @@ def test_unroutable_tasks_are_named_and_exit_1(broker, queue):
     assert "NOT confirmed, unroutable" in result.stdout
     summary = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\[publisher\] NOT confirmed: task\(s\) \d+-50000", summary), summary
-
-
-def queue_has_messages(client: BrokerClient, queue: str) -> bool:
-    try:
-        return client.depth(queue) > 0
-    except pika.exceptions.ChannelClosedByBroker:
-        client.channel = client.connection.channel()  # not declared yet; a 404 closes the channel
-        return False
 
 
 def test_tasks_the_broker_rejects_are_named_and_exit_1(broker, node, queue):
@@ -160,19 +142,9 @@ def test_tasks_the_broker_rejects_are_named_and_exit_1(broker, node, queue):
     assert result.stdout.strip().splitlines()[-1] == "[publisher] NOT confirmed: task(s) 3-4"
 
 
-def close_connections_once_publishing_started(broker, node, queue: str) -> threading.Thread:
-    def close() -> None:
-        with BrokerClient(broker.url) as client:
-            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
-        node.ctl("close_all_connections", "test: connection cut")
-
-    closer = threading.Thread(target=close)
-    closer.start()
-    return closer
-
-
 def test_publisher_reconnects_and_sends_unconfirmed_tasks_again(broker, node, queue, tmp_path):
-    closer = close_connections_once_publishing_started(broker, node, queue)
+    closer = once_publishing_started(broker.url, queue,
+                                     lambda: node.ctl("close_all_connections", "test: connection cut"))
     events = tmp_path / "published.jsonl"
     result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
                            "--events", str(events))
@@ -191,13 +163,7 @@ def test_publisher_reconnects_and_sends_unconfirmed_tasks_again(broker, node, qu
 
 
 def test_tasks_never_confirmed_are_named_when_the_broker_stays_down(broker, node, queue):
-    def crash_once_publishing_started() -> None:
-        with BrokerClient(broker.url) as client:
-            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
-        node.kill()
-
-    crasher = threading.Thread(target=crash_once_publishing_started)
-    crasher.start()
+    crasher = once_publishing_started(broker.url, queue, node.kill)
     # A classic queue: a quorum queue crashed this soon after its creation may come back leaderless.
     result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
                            "--queue-type", "classic", "--connect-timeout", "1")

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
-import time
 import uuid
 
 import pytest
 
-from helpers import BrokerClient, WorkerProcess, fault_figures, read_events, run_publisher
+from helpers import (
+    BrokerClient,
+    WorkerProcess,
+    fault_figures,
+    once_publishing_started,
+    read_events,
+    run_publisher,
+    settled_quorum_queue,
+)
 from rabbit import EpmdDaemon, RabbitNode, find_server, free_port_block, wait_until
-
-# A quorum queue crashed within about a second of its creation can come back without a leader.
-QUORUM_SETTLE_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +61,7 @@ def cluster_url(nodes: list[RabbitNode]) -> str:
 def declare_led_by(node: RabbitNode) -> str:
     """A quorum queue declared through `node`, which therefore leads it."""
     queue = f"cluster-{uuid.uuid4().hex[:8]}"
-    with BrokerClient(node.url) as client:
-        client.declare_quorum(queue)
-    time.sleep(QUORUM_SETTLE_SECONDS)
+    settled_quorum_queue(node.url, queue)
     return queue
 
 
@@ -99,13 +100,7 @@ def test_publisher_moves_to_another_node_when_its_node_dies(cluster, tmp_path, c
     url = cluster_url(cluster)
     published = tmp_path / "published.jsonl"
 
-    def kill_r1_once_publishing_started() -> None:
-        with BrokerClient(r2.url) as client:
-            wait_until(lambda: client.depth(queue) > 0, 30, "the publisher's first tasks")
-        r1.kill()
-
-    killer = threading.Thread(target=kill_r1_once_publishing_started)
-    killer.start()
+    killer = once_publishing_started(r2.url, queue, r1.kill)
     try:
         result = run_publisher(url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
                                "--events", str(published), timeout=120)

@@ -11,18 +11,18 @@ import time
 
 import pytest
 
-from helpers import PYTHON, ROOT, BrokerClient, WorkerProcess, fault_figures, read_events, run_publisher, script_env
+from helpers import (
+    PYTHON,
+    ROOT,
+    BrokerClient,
+    WorkerProcess,
+    fault_figures,
+    read_events,
+    run_publisher,
+    script_env,
+    settled_quorum_queue,
+)
 from rabbit import wait_until
-
-# A quorum queue crashed within about a second of its creation can come back without a leader
-# (RabbitMQ 3.10); crash tests give a new queue this long to settle first.
-QUORUM_SETTLE_SECONDS = 3
-
-
-def settled_queue(url: str, queue: str) -> None:
-    with BrokerClient(url) as client:
-        client.declare_quorum(queue)
-    time.sleep(QUORUM_SETTLE_SECONDS)
 
 
 def acked_count(path) -> int:
@@ -31,7 +31,7 @@ def acked_count(path) -> int:
 
 @pytest.mark.parametrize("how", ["clean stop", "kill -9"])
 def test_workers_finish_everything_across_a_broker_restart(broker, node, queue, tmp_path, capfd, how):
-    settled_queue(broker.url, queue)
+    settled_quorum_queue(broker.url, queue)
     published = tmp_path / "published.jsonl"
     assert run_publisher(broker.url, queue, "--durations", ",".join(["0.1"] * 40),
                          "--events", str(published)).returncode == 0
@@ -66,7 +66,7 @@ def kill_mid_task(worker: WorkerProcess, timeout: float = 3) -> bool:
 
 
 def test_no_task_lost_when_workers_crash_repeatedly(broker, queue, tmp_path, capfd):
-    settled_queue(broker.url, queue)
+    settled_quorum_queue(broker.url, queue)
     published = tmp_path / "published.jsonl"
     assert run_publisher(broker.url, queue, "--count", "100", "--min-seconds", "0.1", "--max-seconds", "0.2",
                          "--seed", "11", "--events", str(published)).returncode == 0
@@ -93,7 +93,7 @@ def test_no_task_lost_when_workers_crash_repeatedly(broker, queue, tmp_path, cap
 
 
 def test_task_that_kills_every_worker_ends_in_the_dead_letter_queue(broker, queue, tmp_path):
-    settled_queue(broker.url, queue)
+    settled_quorum_queue(broker.url, queue)
     assert run_publisher(broker.url, queue, "--durations", "2").returncode == 0
     for attempt in range(3):
         victim = WorkerProcess(broker.url, queue, tmp_path, f"victim{attempt}", "--max-deliveries", "3")
@@ -142,7 +142,7 @@ def test_task_longer_than_the_consumer_timeout_is_not_claimed_and_is_done_again(
         node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
         node.ctl("eval", f"application:set_env(rabbit, channel_tick_interval, {tick}).")
 
-    settled_queue(broker.url, queue)
+    settled_quorum_queue(broker.url, queue)
     assert run_publisher(broker.url, queue, "--durations", "3").returncode == 0
     set_consumer_timeout(1000, 200)  # read by each new channel
     try:
