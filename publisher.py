@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
-import json
 import random
+import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 
 import pika
 import pika.exceptions
@@ -26,6 +28,10 @@ PER_TASK_LINES = 100
 MAX_RECONNECTS = 10
 # How often the progress line is redrawn, in seconds.
 PROGRESS_INTERVAL = 0.2
+# After SIGINT or SIGTERM, how long to wait for the confirms of tasks already sent before leaving.
+INTERRUPT_GRACE_SECONDS = 5.0
+# How often, in seconds, the publishing loop looks whether a signal asked it to stop.
+SIGNAL_CHECK_SECONDS = 0.1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--blocked-timeout", type=wq.non_negative_float, default=wq.env("BLOCKED_TIMEOUT", "60"),
                         help="seconds to wait while the broker blocks publishing (a memory or disk alarm) "
                              "before giving up (env BLOCKED_TIMEOUT, default %(default)s)")
-    parser.add_argument("--events", default=wq.env("TASK_EVENTS", "") or None, metavar="FILE",
+    parser.add_argument("--flaky", type=wq.bounded_int(0), default=wq.env("TASK_FLAKY", "0"),
+                        help="this many of the tasks, drawn at random, fail their first attempt on purpose, to "
+                             "show retries (env TASK_FLAKY, default %(default)s)")
+    parser.add_argument("--events", type=wq.events_file, default=wq.env("TASK_EVENTS", "") or None, metavar="FILE",
                         help="append a JSON line per confirmed task to FILE, for report.py (env TASK_EVENTS)")
     wq.add_connection_flags(parser)
     args = parser.parse_args(argv)
@@ -60,22 +69,37 @@ def duration_list(text: str) -> list[float]:
     return [wq.seconds_value(part.strip()) for part in parts]
 
 
-def task_durations(args: argparse.Namespace) -> list[float]:
+def task_count(args: argparse.Namespace) -> int:
+    return len(args.durations) if args.durations is not None else args.count
+
+
+def planned_tasks(args: argparse.Namespace) -> Iterator[tuple[int, float]]:
+    """(task id, seconds) for each task, made as they are sent: 500,000 tasks need no list in memory."""
     if args.durations is not None:
-        return args.durations
+        yield from enumerate(args.durations, start=1)
+        return
     rng = random.Random(args.seed)
-    return [round(rng.uniform(args.min_seconds, args.max_seconds), 2) for _ in range(args.count)]
+    for task_id in range(1, args.count + 1):
+        yield task_id, round(rng.uniform(args.min_seconds, args.max_seconds), 2)
+
+
+def flaky_tasks(args: argparse.Namespace) -> set[int]:
+    """The ids of the --flaky tasks, drawn with their own random numbers so the durations stay the same."""
+    total = task_count(args)
+    return set(random.Random(args.seed).sample(range(1, total + 1), min(args.flaky, total)))
 
 
 class Outcome:
-    """What became of each task; prints what the user should see."""
+    """What became of each task, every task exactly once; prints what the user should see."""
 
     def __init__(self, args: argparse.Namespace, total: int) -> None:
         self.args = args
         self.total = total
         self.confirmed = 0
-        self.failed: list[int] = []
+        self.failed_runs: list[list[int]] = []  # [first, last] ids: millions of failures stay small
+        self.failures = 0
         self.republished = 0
+        self.seconds = 0.0  # work in the tasks taken so far
         self.per_task_lines = total <= PER_TASK_LINES
         self.progress = not self.per_task_lines and sys.stdout.isatty()
         self.drawn_at = 0.0
@@ -84,17 +108,29 @@ class Outcome:
         self.confirmed += 1
         if self.per_task_lines:
             wq.log(WHO, f"sent task {task_id} ({seconds:g} s): confirmed")
-        if self.args.events:
-            wq.append_line(self.args.events, json.dumps({
-                "event": "published", "task_id": task_id, "seconds": seconds,
-                "message_id": message_id, "published": time.time()}))
+        wq.record_event(self.args.events, WHO, {"event": "published", "task_id": task_id, "seconds": seconds,
+                                                "message_id": message_id, "published": time.time()})
         self.draw_progress()
 
     def fail(self, task_id: int, seconds: float, problem: str) -> None:
-        self.failed.append(task_id)
-        if self.per_task_lines or len(self.failed) <= PER_TASK_LINES:
+        self.failures += 1
+        if self.failed_runs and self.failed_runs[-1][1] == task_id - 1:
+            self.failed_runs[-1][1] = task_id
+        else:
+            self.failed_runs.append([task_id, task_id])
+        if self.per_task_lines or self.failures <= PER_TASK_LINES:
             self.end_progress_line()
             wq.log(WHO, f"task {task_id} ({seconds:g} s): NOT confirmed, {problem}")
+
+    def failed_ids(self) -> str:
+        """1, 2, 3, 7 -> '1-3, 7': thousands of failed tasks still fit on one line."""
+        runs: list[list[int]] = []
+        for first, last in sorted(self.failed_runs):
+            if runs and first <= runs[-1][1] + 1:
+                runs[-1][1] = max(runs[-1][1], last)
+            else:
+                runs.append([first, last])
+        return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
 
     def draw_progress(self) -> None:
         now = time.monotonic()
@@ -108,6 +144,53 @@ class Outcome:
             self.drawn_at = 0.0
 
 
+class Tasks:
+    """The tasks still to send: first those to send again after a lost connection, then the new ones."""
+
+    def __init__(self, args: argparse.Namespace, outcome: Outcome) -> None:
+        self.fresh = planned_tasks(args)
+        self.all_taken = False  # the last new task has been taken
+        self.again: deque[tuple[int, float]] = deque()
+        self.outcome = outcome
+        self.flaky = flaky_tasks(args)
+        self.prefix = wq.run_prefix()
+
+    def next(self) -> tuple[int, float] | None:
+        if self.again:
+            return self.again.popleft()
+        if not self.all_taken:
+            task = next(self.fresh, None)
+            if task is not None:
+                self.outcome.seconds += task[1]
+                return task
+            self.all_taken = True
+        return None
+
+    def left(self) -> bool:
+        return bool(self.again) or not self.all_taken
+
+    def rest(self) -> Iterator[tuple[int, float]]:
+        while (task := self.next()) is not None:
+            yield task
+
+    def message(self, task_id: int, seconds: float) -> tuple[bytes, pika.BasicProperties]:
+        # The same id for the same task, sent again or not: a worker can tell a copy from a new task.
+        return wq.task_message(task_id, seconds, f"{self.prefix}.{task_id}", 1 if task_id in self.flaky else 0)
+
+
+def guarded(callback):
+    """Our callbacks run inside pika's I/O loop, which takes any exception as a lost connection and would
+    have everything sent again: an error of our own stops the run instead, and is named."""
+    @functools.wraps(callback)
+    def run(self: ConfirmedPublishing, *args):
+        try:
+            return callback(self, *args)
+        except Exception as error:
+            self.fatal = wq.Fatal(f"internal error in {callback.__name__}: {type(error).__name__}: {error}")
+            self.close()
+    return run
+
+
 class ConfirmedPublishing:
     """Publishes tasks on one connection, up to CONFIRM_WINDOW of them waiting for the broker's confirm.
 
@@ -116,57 +199,75 @@ class ConfirmedPublishing:
     """
 
     def __init__(self, connection: pika.SelectConnection, args: argparse.Namespace,
-                 pending: deque[tuple[int, float]], outcome: Outcome) -> None:
+                 tasks: Tasks, outcome: Outcome, signals: Callable[[], int]) -> None:
         self.connection = connection
+        self.signals = signals
         self.args = args
-        self.pending = pending
+        self.tasks = tasks
         self.outcome = outcome
         self.channel = None
         self.next_tag = 1
         self.in_flight: dict[int, tuple[int, float, str]] = {}  # delivery tag -> task id, seconds, message id
         self.returned: set[str] = set()  # message ids the broker could not route
         self.closing = False
+        self.interrupted = False  # SIGINT or SIGTERM: send nothing more, wait a little for the confirms
         self.lost: BaseException | None = None
         self.fatal: wq.Fatal | None = None
 
     def run(self) -> None:
-        """Publish until every pending task is confirmed or failed, or the connection is lost.
+        """Publish until every task is confirmed or failed, or the connection is lost, or a signal came.
 
-        Afterwards `pending` holds what still needs publishing (on a new connection), and `lost` why.
+        Afterwards `tasks` holds what still needs publishing (on a new connection), and `lost` why.
         """
         self.connection.add_on_close_callback(self.on_connection_closed)
         self.connection.add_on_connection_blocked_callback(self.on_blocked)
         self.connection.add_on_connection_unblocked_callback(
             lambda _connection, _frame: wq.log(WHO, "the broker unblocked publishing; carrying on"))
         self.connection.channel(on_open_callback=self.on_channel_open)
+        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch_for_signals)
         try:
             self.connection.ioloop.start()
         finally:
             # Tasks the broker never confirmed go out again: they may or may not have reached the queue.
             for task_id, seconds, _ in reversed(self.in_flight.values()):
-                self.pending.appendleft((task_id, seconds))
+                self.tasks.again.appendleft((task_id, seconds))
         if self.fatal:
             raise self.fatal
 
+    @guarded
     def on_channel_open(self, channel) -> None:
         self.channel = channel
         channel.add_on_close_callback(self.on_channel_closed)
         # mandatory: a task that no queue takes comes back (basic.return) instead of vanishing.
-        channel.add_on_return_callback(lambda _ch, _method, properties, _body: self.returned.add(properties.message_id))
+        channel.add_on_return_callback(self.on_return)
         channel.queue_declare(self.args.queue, durable=True, arguments=wq.queue_arguments(self.args.queue_type),
-                              callback=lambda _frame: channel.confirm_delivery(
-                                  ack_nack_callback=self.on_confirm, callback=lambda _frame: self.publish_more()))
+                              callback=self.on_queue_declareok)
+
+    @guarded
+    def on_queue_declareok(self, _frame) -> None:
+        self.channel.confirm_delivery(ack_nack_callback=self.on_confirm, callback=self.on_confirm_selectok)
+
+    @guarded
+    def on_confirm_selectok(self, _frame) -> None:
+        self.publish_more()
+
+    @guarded
+    def on_return(self, _channel, _method, properties, _body) -> None:
+        self.returned.add(properties.message_id)
 
     def publish_more(self) -> None:
-        while self.pending and len(self.in_flight) < CONFIRM_WINDOW:
-            task_id, seconds = self.pending.popleft()
-            body, properties = wq.task_message(task_id, seconds)
-            self.in_flight[self.next_tag] = (task_id, seconds, properties.message_id)
+        while not self.interrupted and len(self.in_flight) < CONFIRM_WINDOW:
+            task = self.tasks.next()
+            if task is None:
+                break
+            body, properties = self.tasks.message(*task)
+            self.in_flight[self.next_tag] = (*task, properties.message_id)
             self.next_tag += 1
             self.channel.basic_publish("", self.args.queue, body, properties, mandatory=True)
-        if not self.pending and not self.in_flight:
+        if not self.in_flight and (self.interrupted or not self.tasks.left()):
             self.close()
 
+    @guarded
     def on_confirm(self, frame) -> None:
         """The broker has (ack) or will never have (nack) the tasks up to this tag, or just this one."""
         method = frame.method
@@ -185,9 +286,26 @@ class ConfirmedPublishing:
                 self.outcome.confirm(task_id, seconds, message_id)
         self.publish_more()
 
+    @guarded
+    def watch_for_signals(self) -> None:
+        """SIGINT or SIGTERM: send nothing more, and leave once the tasks already sent are confirmed, or
+        after a grace period. A second signal: leave now."""
+        signals = self.signals()
+        if signals >= 2 or (signals and not self.in_flight):
+            self.close()
+            return
+        if signals and not self.interrupted:
+            self.interrupted = True
+            wq.log(WHO, f"interrupted: sending no more tasks; waiting up to {INTERRUPT_GRACE_SECONDS:g} s for "
+                        f"the confirms of {len(self.in_flight)} task(s) already sent")
+            self.connection.ioloop.call_later(INTERRUPT_GRACE_SECONDS, self.close)
+        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch_for_signals)
+
     def on_channel_closed(self, _channel, reason: BaseException) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == 406:
             self.fatal = wq.queue_mismatch(self.args.queue, self.args.queue_type, reason.reply_text)
+        elif refused := wq.refusal(reason, f"declare or publish to queue {self.args.queue!r}"):
+            self.fatal = refused
         elif not self.closing:
             self.lost = reason
         self.close()
@@ -213,57 +331,81 @@ class ConfirmedPublishing:
                 self.connection.close()
 
 
-def id_ranges(ids: list[int]) -> str:
-    """1, 2, 3, 7 -> '1-3, 7': thousands of failed tasks still fit on one line."""
-    runs: list[list[int]] = []
-    for task_id in sorted(ids):
-        if runs and task_id == runs[-1][-1] + 1:
-            runs[-1].append(task_id)
-        else:
-            runs.append([task_id])
-    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+class Run:
+    """One run of the publisher: connections come and go, signals may come at any moment."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.outcome = Outcome(args, task_count(args))
+        self.tasks = Tasks(args, self.outcome)
+        self.publishing: ConfirmedPublishing | None = None
+        self.interrupted: str | None = None
+        self.signals = 0
+        self.started = time.monotonic()
+
+    def on_signal(self, signum: int, _frame) -> None:
+        # Only a note here, read by the publishing loop: a signal must not cut a callback in half, or a
+        # task would be neither confirmed nor named.
+        self.interrupted = signal.Signals(signum).name
+        self.signals += 1
+
+    def publish(self) -> str | None:
+        """Publish everything, reconnecting when the connection is lost; why tasks are left, if any are."""
+        pause = wq.RETRY_DELAY_FIRST
+        for attempt in range(MAX_RECONNECTS + 1):
+            connection = wq.connect(self.args.url, self.args.connect_timeout, WHO,
+                                    stop_requested=lambda: bool(self.interrupted),
+                                    opener=lambda parameters: wq.open_async(parameters, self.args.blocked_timeout))
+            if connection is None or self.interrupted:
+                if connection is not None:
+                    connection.close()
+                return f"interrupted by {self.interrupted}"
+            self.publishing = ConfirmedPublishing(connection, self.args, self.tasks, self.outcome,
+                                                  lambda: self.signals)
+            if attempt == 0:
+                self.started = time.monotonic()  # the rate counts publishing, not connecting
+            confirmed_before = self.outcome.confirmed
+            self.publishing.run()
+            if self.interrupted:
+                return f"interrupted by {self.interrupted}"
+            if not self.tasks.left():
+                return None
+            self.outcome.end_progress_line()
+            wq.log(WHO, f"connection lost ({wq.describe(self.publishing.lost)}); reconnecting to publish "
+                        f"the task(s) not confirmed yet: {len(self.publishing.in_flight)} sent already, "
+                        "which may reach the queue twice")
+            self.outcome.republished += len(self.publishing.in_flight)
+            if self.outcome.confirmed == confirmed_before:  # no progress: do not hammer the broker
+                wq.log(WHO, f"nothing was confirmed on that connection: waiting {pause:.1f} s")
+                time.sleep(pause)
+                pause = min(pause * 2, wq.RETRY_DELAY_MAX)
+        return f"the connection was lost {MAX_RECONNECTS + 1} times"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    durations = task_durations(args)
-    pending = deque(enumerate(durations, start=1))
-    outcome = Outcome(args, len(durations))
-    started = time.monotonic()
-    publishing = None
-    gave_up = f"the connection was lost {MAX_RECONNECTS + 1} times"
+    run = Run(args)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, run.on_signal)
     try:
-        for attempt in range(MAX_RECONNECTS + 1):
-            connection = wq.connect(args.url, args.connect_timeout, WHO,
-                                    opener=lambda parameters: wq.open_async(parameters, args.blocked_timeout))
-            publishing = ConfirmedPublishing(connection, args, pending, outcome)
-            if attempt == 0:
-                started = time.monotonic()  # the rate counts publishing, not connecting
-            publishing.run()
-            if not pending:
-                break
-            outcome.end_progress_line()
-            wq.log(WHO, f"connection lost ({wq.describe(publishing.lost)}); reconnecting to publish "
-                        f"{len(pending)} task(s) not confirmed yet, which may reach the queue twice")
-            outcome.republished += len(publishing.in_flight)
+        gave_up = run.publish()
     except wq.Fatal as error:
-        if publishing is None:
+        if run.publishing is None:
             return wq.fail("publisher.py", error)  # nothing was sent: the error says it all
         wq.fail("publisher.py", error)
         gave_up = "gave up, see the error"
-    except KeyboardInterrupt:
-        gave_up = "interrupted"
+    outcome = run.outcome
     outcome.end_progress_line()
-    for task_id, seconds in pending:
+    for task_id, seconds in run.tasks.rest():
         outcome.fail(task_id, seconds, f"never confirmed: {gave_up}")
     outcome.end_progress_line()
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - run.started
     rate = f", {outcome.confirmed / elapsed:,.0f} tasks/s" if outcome.confirmed and elapsed > 0 else ""
     again = f"; {outcome.republished} sent again after a lost connection" if outcome.republished else ""
-    wq.log(WHO, f"{outcome.confirmed} of {len(durations)} tasks confirmed on queue {args.queue!r} "
-                f"({sum(durations):g} s of work) in {elapsed:.2f} s{rate}{again}")
-    if outcome.failed:
-        wq.log(WHO, f"NOT confirmed: task(s) {id_ranges(outcome.failed)}")
+    wq.log(WHO, f"{outcome.confirmed} of {outcome.total} tasks confirmed on queue {args.queue!r} "
+                f"({outcome.seconds:g} s of work) in {elapsed:.2f} s{rate}{again}")
+    if outcome.failures:
+        wq.log(WHO, f"NOT confirmed: task(s) {outcome.failed_ids()}")
         return 1
     return 0
 

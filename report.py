@@ -13,21 +13,53 @@ import json
 import shutil
 import sys
 from collections import defaultdict
+from typing import NamedTuple
 
 # Narrowest timeline drawn, in columns, however narrow the terminal.
 MIN_TIMELINE_WIDTH = 20
 
 
-def load_events(path: str) -> tuple[list[dict], list[dict]]:
-    """The tasks the publisher confirmed, and the tasks workers finished, from one events file."""
-    published, done = [], []
-    with open(path) as lines:
+# Fields a line must have to be used: what the publisher writes, and what a worker writes.
+PUBLISHED_FIELDS = {"task_id", "seconds"}
+WORKER_FIELDS = {"worker", "started", "finished"}
+
+
+class Events(NamedTuple):
+    published: list[dict]  # tasks the publisher got confirmed
+    done: list[dict]  # tasks workers finished (acked, or done but not acked)
+    failed: list[dict]  # attempts whose work raised
+    skipped: int  # lines that are not events: truncated, not JSON, or missing a field
+
+
+def load_events(path: str) -> Events:
+    """The events of one run's file; lines that are not whole events are counted and skipped."""
+    events = Events([], [], [], 0)
+    skipped = 0
+    with open(path, errors="replace") as lines:
         for line in lines:
             if not line.strip():
                 continue
-            event = json.loads(line)
-            (published if event.get("event") == "published" else done).append(event)
-    return published, done
+            try:
+                event = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            kind = event.get("event", "done") if isinstance(event, dict) else None
+            if kind == "published" and event.keys() >= PUBLISHED_FIELDS and number(event["seconds"]):
+                events.published.append(event)
+            elif kind in ("done", "failed") and event.keys() >= WORKER_FIELDS and valid_times(event):
+                (events.done if kind == "done" else events.failed).append(event)
+            else:
+                skipped += 1
+    return events._replace(skipped=skipped)
+
+
+def valid_times(event: dict) -> bool:
+    return number(event["started"]) and number(event["finished"])
+
+
+def number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def greedy_makespan(durations: list[float], workers: int) -> float:
@@ -39,86 +71,132 @@ def greedy_makespan(durations: list[float], workers: int) -> float:
 
 
 def task_key(event: dict) -> str:
-    return event.get("message_id") or str(event["task_id"])
+    """What tells one task from another: its message_id, which stays the same when it is sent again."""
+    if event.get("message_id"):
+        return str(event["message_id"])
+    if event.get("task_id") is not None:
+        return f"task {event['task_id']}"
+    # A text task sent with no id: each run of it counts as a task of its own.
+    return f"{event.get('label')} at {event.get('started')}"
 
 
 def task_name(event: dict) -> str:
-    return str(event["task_id"]) if event.get("task_id") is not None else event.get("label", "?")
+    return str(event["task_id"]) if event.get("task_id") is not None else str(event.get("label", "?"))
 
 
-def timeline(done: list[dict], width: int) -> list[str]:
-    """A row per worker, a block per task, scaled so that the whole run fits in `width` columns."""
-    workers = sorted({event["worker"] for event in done})
-    start = min(event["started"] for event in done)
-    span = max(event["finished"] for event in done) - start or 1.0
+def timeline(attempts: list[dict], width: int) -> list[str]:
+    """A row per worker, a block per attempt, scaled so that the whole run fits in `width` columns.
+
+    A task done is drawn with '=', an attempt that failed with '!': "|7====|2!!  |5==".
+    """
+    workers = sorted({str(event["worker"]) for event in attempts})
+    start = min(event["started"] for event in attempts)
+    span = max(event["finished"] for event in attempts) - start or 1.0
     label_width = max(len(name) for name in workers)
     columns = max(width - label_width - 3, MIN_TIMELINE_WIDTH)
     rows = []
     for worker in workers:
         row = [" "] * columns
-        for event in sorted((e for e in done if e["worker"] == worker), key=lambda e: e["started"]):
-            first = min(int((event["started"] - start) / span * columns), columns - 1)
+        for event in sorted((e for e in attempts if str(e["worker"]) == worker), key=lambda e: e["started"]):
+            first = max(0, min(int((event["started"] - start) / span * columns), columns - 1))
             end = max(first + 1, min(round((event["finished"] - start) / span * columns), columns))
             size = end - first
-            # A bar where the task starts, its id, then = to its end: "|7====|2=    |5=="
-            row[first:end] = ("|" + task_name(event) + "=" * size)[:size]
+            fill = "!" if event.get("event") == "failed" else "="
+            row[first:end] = ("|" + task_name(event) + fill * size)[:size]
         rows.append(f"{worker.ljust(label_width)}  {''.join(row)}")
     axis = f"0 s{'':{columns - 3 - len(f'{span:.1f} s')}}{span:.1f} s"
     rows.append(f"{'':{label_width}}  {axis}")
     return rows
 
 
-def report(published: list[dict], done: list[dict], workers: int | None, width: int) -> tuple[str, bool]:
+def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
     """The report's text, and whether every published task was done."""
+    published = events.published
     ours = {task_key(event) for event in published}
-    acked = [event for event in done if event.get("acked", True)]
+
+    def this_run(event: dict) -> bool:
+        return not published or task_key(event) in ours
+
+    acked = [event for event in events.done if event.get("acked", True)]
     # Tasks left on the queue by an earlier run are counted apart, when we know what this run published.
-    foreign = [event for event in acked if published and task_key(event) not in ours]
-    acked = [event for event in acked if not published or task_key(event) in ours]
+    foreign = [event for event in acked if not this_run(event)]
+    acked = [event for event in acked if this_run(event)]
+    failed = [event for event in events.failed if this_run(event)]
     lines = [f"{len(published) or len(acked)} task(s) published, {len(acked)} done"]
-    if not acked:
+    if events.skipped:
+        lines.append(f"skipped {events.skipped} line(s) of the events file that are not whole events")
+    if not acked and not failed:
         return "\n".join(lines + ["no task was done"]), not published
 
     by_worker: dict[str, list[dict]] = defaultdict(list)
     for event in acked:
-        by_worker[event["worker"]].append(event)
-    name_width = max(len(name) for name in by_worker)
+        by_worker[str(event["worker"])].append(event)
+    name_width = max((len(name) for name in by_worker), default=0)
     for name in sorted(by_worker):
-        events = sorted(by_worker[name], key=lambda e: e["started"])
-        busy = sum(e["finished"] - e["started"] for e in events)
-        ids = ", ".join(task_name(e) for e in events)
-        lines.append(f"  {name.ljust(name_width)}  {len(events):3d} task(s)  {busy:7.2f} s busy  ids: {ids}")
+        done = sorted(by_worker[name], key=lambda e: e["started"])
+        busy = sum(e["finished"] - e["started"] for e in done)
+        ids = ", ".join(task_name(e) for e in done)
+        lines.append(f"  {name.ljust(name_width)}  {len(done):3d} task(s)  {busy:7.2f} s busy  ids: {ids}")
 
-    lines += ["", *timeline(acked, width), ""]
+    lines += ["", *timeline(acked + failed, width), ""]
 
-    count = workers or len(by_worker)
-    order = published or sorted(acked, key=lambda e: e["started"])
-    durations = [event["seconds"] for event in order]
-    makespan = max(e["finished"] for e in acked) - min(e["started"] for e in acked)
-    missing = [event for event in published if task_key(event) not in {task_key(e) for e in acked}]
-    if missing:
-        lines.append(f"makespan {makespan:.2f} s so far; not compared with the ideal, as tasks are not done")
-    else:
-        ideal = greedy_makespan(durations, count)
-        bound = max(sum(durations) / count, max(durations))
-        lines.append(f"makespan {makespan:.2f} s with {count} worker(s); ideal greedy schedule {ideal:.2f} s "
-                     f"(x{makespan / ideal:.3f}); lower bound {bound:.2f} s (x{makespan / bound:.3f})"
-                     if ideal else f"makespan {makespan:.2f} s")
+    done_keys = {task_key(e) for e in acked}
+    missing = [event for event in published if task_key(event) not in done_keys]
+    if acked:
+        count = workers or len(by_worker)
+        order = published or sorted(acked, key=lambda e: e["started"])
+        durations = [float(event["seconds"]) for event in order]
+        makespan = max(e["finished"] for e in acked) - min(e["started"] for e in acked)
+        if missing or failed:
+            why = "tasks are not done" if missing else "failed attempts took time too"
+            lines.append(f"makespan {makespan:.2f} s so far; not compared with the ideal, as {why}")
+        else:
+            ideal = greedy_makespan(durations, count)
+            bound = max(sum(durations) / count, max(durations))
+            lines.append(f"makespan {makespan:.2f} s with {count} worker(s); ideal greedy schedule {ideal:.2f} s "
+                         f"(x{makespan / ideal:.3f}); lower bound {bound:.2f} s (x{makespan / bound:.3f})"
+                         if ideal else f"makespan {makespan:.2f} s")
 
+    lines += retry_lines(failed, done_keys)
     runs = defaultdict(list)
-    for event in done:
+    for event in events.done:
         runs[task_key(event)].append(event)
-    twice = [events for key, events in runs.items() if len(events) > 1 and (not published or key in ours)]
-    for events in twice:
-        workers_seen = ", ".join(e["worker"] for e in events)
-        lines.append(f"DONE MORE THAN ONCE: task {task_name(events[0])} ({len(events)} times: {workers_seen})")
-    if missing:
-        lines.append(f"NOT DONE: task(s) {', '.join(task_name(e) for e in missing)} (still on the queue, or lost)")
+    twice = [runs_of_task for key, runs_of_task in runs.items() if len(runs_of_task) > 1 and key in done_keys]
+    for runs_of_task in twice:
+        workers_seen = ", ".join(str(e["worker"]) for e in runs_of_task)
+        lines.append(f"DONE MORE THAN ONCE: task {task_name(runs_of_task[0])} "
+                     f"({len(runs_of_task)} times: {workers_seen})")
+    parked = {task_key(e) for e in failed if e.get("outcome") == "parked"}
+    still_missing = [e for e in missing if task_key(e) not in parked]
+    if still_missing:
+        lines.append(f"NOT DONE: task(s) {', '.join(task_name(e) for e in still_missing)} (still on the queue, "
+                     "or lost)")
     if foreign:
         lines.append(f"also done: {len(foreign)} task(s) this run did not publish (left on the queue before)")
     if published and not missing and not twice:
         lines.append(f"every task done exactly once ({len(published)} of {len(published)})")
-    return "\n".join(lines), not missing
+    return "\n".join(lines), not missing and not parked
+
+
+def retry_lines(failed: list[dict], done_keys: set[str]) -> list[str]:
+    """Failed attempts: per task, how many, and whether it was done in the end or parked."""
+    if not failed:
+        return []
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for event in failed:
+        by_task[task_key(event)].append(event)
+    lines = [f"{len(failed)} failed attempt(s) of {len(by_task)} task(s), each retried later:"]
+    for key, attempts in by_task.items():
+        last = max(attempts, key=lambda e: e["finished"])
+        name = task_name(last)
+        if key in done_keys:
+            fate = f"done on attempt {len(attempts) + 1}"
+        elif last.get("outcome") == "parked":
+            fate = f"PARKED in the dead-letter queue after {len(attempts)} attempt(s): {last.get('error')}"
+        else:
+            fate = f"waiting for its retry ({last.get('outcome')})"
+        lines.append(f"  task {name}: {len(attempts)} failure(s), {fate}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="columns for the timeline (default: the terminal's width)")
     args = parser.parse_args(argv)
     try:
-        published, done = load_events(args.events)
-    except (OSError, ValueError) as error:
-        print(f"report.py: error: cannot read {args.events}: {error}", file=sys.stderr)
+        events = load_events(args.events)
+    except OSError as error:
+        print(f"report.py: error: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1
-    text, complete = report(published, done, args.workers, args.width)
+    text, complete = report(events, args.workers, args.width)
     print(text)
     return 0 if complete else 1
 

@@ -18,6 +18,8 @@ Options:
   --max-seconds S      longest random task duration (default 5)
   --seed N             random seed, for the same durations every run
   --durations LIST     exact durations, e.g. 3,1,4.5 (overrides --tasks, --min/--max-seconds)
+  --flaky N            N of the tasks fail their first attempt on purpose: watch them fail, wait on the
+                       broker and succeed on a later retry (the report counts their failed attempts)
   --idle-timeout S     workers exit after S seconds without a task (default 6)
   --mode MODE          where the processes run: terminals (a window each), tmux (a pane each) or
                        inline (all here, lines prefixed by name); default: terminals on a desktop,
@@ -67,7 +69,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --workers) need_value "$@"; whole_number "$1" "$2" 1; workers=$2; shift 2 ;;
     --tasks) need_value "$@"; whole_number "$1" "$2" 0; tasks=$2; shift 2 ;;
-    --min-seconds | --max-seconds | --seed | --durations)
+    --min-seconds | --max-seconds | --seed | --durations | --flaky)
       need_value "$@"; publisher_flags+=("$1" "$2"); shift 2 ;;
     --idle-timeout) need_value "$@"; idle_timeout=$2; shift 2 ;;
     --mode)

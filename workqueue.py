@@ -16,10 +16,11 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 # The broker the official tutorials use; several URLs, comma-separated, are tried in turn (a cluster).
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
@@ -33,6 +34,8 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 RETRY_DELAY_FIRST, RETRY_DELAY_MAX = 0.5, 5.0
 # A task asking for more seconds of work than this is rejected as absurd, not run.
 MAX_TASK_SECONDS = 3600.0
+# Task ids are whole numbers within this bound (a signed 64-bit integer in other languages).
+MAX_TASK_ID = 2**63 - 1
 # Tasks that cannot or must not run are moved to this queue, with the reason, instead of being dropped.
 DEAD_LETTER_SUFFIX = ".dead"
 # Header that carries the reason a message was dead-lettered.
@@ -47,6 +50,16 @@ KEEPALIVE_INTERVAL = 0.25
 
 # Every way an open connection or channel can go away under us; the worker reconnects on these.
 CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
+# Every way an attempt to connect can fail that another attempt may cure: refused, reset, a name that
+# does not resolve (yet: a restarting container), a TLS handshake with a plain port. pika's asynchronous
+# adapter wraps these in its connector errors, its blocking adapter lets some of them through as OSError.
+CONNECT_ERRORS = (pika.exceptions.AMQPConnectionError, AMQPConnectorException, OSError)
+# A channel closed with one of these reply codes is a refusal that no reconnect can fix.
+REFUSALS = {
+    403: "check the user's permissions (rabbitmqctl set_permissions)",
+    405: "another connection holds the queue exclusively",
+    406: "the queue exists with other settings",
+}
 
 # Either kind of pika connection: blocking (the worker) or asynchronous (the publisher).
 Connection = TypeVar("Connection")
@@ -67,6 +80,8 @@ class Task(NamedTuple):
     task_id: int | None  # None for a tutorial text task, which carries no id
     seconds: float
     label: str  # how log lines name the task
+    fail_attempts: int = 0  # the demo's --flaky: the first this many attempts fail on purpose
+    attempt: int = 1  # which attempt this is: 2 is the first retry after a failure
 
 
 # ---------------------------------------------------------------- settings
@@ -83,14 +98,21 @@ def url_list(text: str) -> list[str]:
     if not urls:
         raise argparse.ArgumentTypeError("no URL given")
     for url in urls:
+        if "@" in url.partition("://")[2] and "@" not in urlsplit(url).netloc:
+            # urlsplit ends the host part at the first / # or ?, so such a character in a password
+            # would leave part of the password in the host, the path or the fragment.
+            raise argparse.ArgumentTypeError(
+                f"the user name or password in {mask_url(url)!r} has a character that must be percent-encoded "
+                "(/ # ? @ : as %2F %23 %3F %40 %3A)")
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise argparse.ArgumentTypeError(f"not an amqp:// or amqps:// URL with a host: {mask_url(url)!r}")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
             pika.URLParameters(url)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"bad URL {mask_url(url)!r}: {error}") from None
+        except Exception as error:  # pika raises ValueError, TypeError or KeyError on bad query options
+            raise argparse.ArgumentTypeError(f"bad URL {mask_url(url)!r}: {type(error).__name__}: "
+                                             f"{mask_text(str(error), url)}") from None
     return urls
 
 
@@ -116,7 +138,7 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def bounded_int(low: int) -> Callable[[str], int]:
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text)
@@ -124,6 +146,8 @@ def bounded_int(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}: {text!r}")
         return value
     return convert
 
@@ -145,12 +169,32 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, fit for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password replaced by ***, fit for logs and errors, however badly it is written."""
+    scheme, separator, rest = url.partition("://")
+    user_info, at, host = rest.rpartition("@")
+    if not separator or not at or ":" not in user_info:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return f"{scheme}://{user_info.partition(':')[0]}:***@{host}"
+
+
+def mask_text(text: str, url: str) -> str:
+    """Text (an error from a library) with the URL's password, or any part of it, taken out."""
+    password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+    for part in {password, *password.replace("#", "/").replace("?", "/").split("/")}:
+        if len(part) >= 3:  # shorter pieces are no secret, and would be found in any word
+            text = text.replace(part, "***")
+    return text
+
+
+def events_file(path: str) -> str:
+    """argparse type for --events: a file we can append to, checked before anything is sent or taken."""
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path!r} is a folder, not a file")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write to {path!r}: {error.strerror}") from None
+    return path
 
 
 def log(who: str, text: str) -> None:
@@ -164,6 +208,15 @@ def append_line(path: str, line: str) -> None:
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
+
+
+def record_event(path: str | None, who: str, event: dict) -> None:
+    """Append an event to the --events file; a file that cannot be written costs a line, not the run."""
+    if path:
+        try:
+            append_line(path, json.dumps(event))
+        except OSError as error:
+            log(who, f"could not write to the events file {path!r}: {error.strerror}")
 
 
 def fail(program: str, error: Exception) -> int:
@@ -196,7 +249,7 @@ def connect(urls: list[str], timeout: float, who: str, stop_requested: Callable[
             except pika.exceptions.ProbableAccessDeniedError:
                 raise Fatal(f"the broker at {mask_url(url)} denied access to the virtual host "
                             "(check the vhost in --url / AMQP_URL and the user's permissions)") from None
-            except pika.exceptions.AMQPConnectionError as error:
+            except CONNECT_ERRORS as error:
                 reason = describe(error)
         where = ", ".join(mask_url(url) for url in urls)
         remaining = deadline - time.monotonic()
@@ -301,6 +354,14 @@ class ConnectionKeeper:
 # ---------------------------------------------------------------- queues
 
 
+def refusal(error: BaseException, what: str) -> Fatal | None:
+    """The error to exit with if the broker refused `what` for good (permissions, a locked queue)."""
+    if isinstance(error, pika.exceptions.ChannelClosedByBroker) and error.reply_code in REFUSALS:
+        return Fatal(f"the broker refused to {what}: {error.reply_code} {error.reply_text} "
+                     f"({REFUSALS[error.reply_code]})")
+    return None
+
+
 def queue_arguments(queue_type: str) -> dict | None:
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
 
@@ -310,9 +371,9 @@ def declare_queue(channel: pika.adapters.blocking_connection.BlockingChannel, qu
     try:
         channel.queue_declare(queue=queue, durable=True, arguments=queue_arguments(queue_type))
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code != 406:
-            raise
-        raise queue_mismatch(queue, queue_type, error.reply_text) from None
+        if error.reply_code == 406:
+            raise queue_mismatch(queue, queue_type, error.reply_text) from None
+        raise refusal(error, f"declare queue {queue!r}") or error from None
 
 
 def queue_mismatch(queue: str, queue_type: str, broker_says: str) -> Fatal:
@@ -329,43 +390,74 @@ def dead_letter_queue(queue: str) -> str:
 # ---------------------------------------------------------------- the task format
 
 
-def task_message(task_id: int, seconds: float) -> tuple[bytes, pika.BasicProperties]:
-    """A task as published: a persistent JSON message with a unique id and a timestamp."""
-    body = json.dumps({"task_id": task_id, "seconds": seconds}).encode()
+def task_message(task_id: int, seconds: float, message_id: str,
+                 fail_attempts: int = 0) -> tuple[bytes, pika.BasicProperties]:
+    """A task as published: a persistent JSON message with an id of its own and a timestamp.
+
+    The message_id stays the same when a task is sent again, so a worker can tell a copy from a new task.
+    """
+    fields = {"task_id": task_id, "seconds": seconds}
+    if fail_attempts:
+        fields["fail_attempts"] = fail_attempts
     properties = pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,  # written to disk: survives a broker restart
         content_type=JSON_CONTENT_TYPE,
-        message_id=uuid.uuid4().hex,
+        message_id=message_id,
         timestamp=int(time.time()),
     )
-    return body, properties
+    return json.dumps(fields).encode(), properties
+
+
+def run_prefix() -> str:
+    """The start of this run's message ids: with the task id after it, unique across runs and resends."""
+    return uuid.uuid4().hex[:16]
 
 
 def parse_task(body: bytes, content_type: str | None) -> Task:
-    """Read a delivered message as a Task, or raise BadTask saying why it cannot run."""
+    """Read a delivered message as a Task, or raise BadTask saying why it cannot run.
+
+    With the JSON content type the body must be a JSON task. Without it, a body that is a JSON object or
+    array is read as one too, and anything else as the tutorial's text ("[urgent] Hello." is text).
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadTask("body is not UTF-8 text") from None
-    if content_type == JSON_CONTENT_TYPE or text.lstrip().startswith(("{", "[")):
-        return parse_json_task(text)
+    if content_type == JSON_CONTENT_TYPE:
+        return json_task(load_json(text))
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json_task(load_json(text))
+        except BadTask as error:
+            if not str(error).startswith("malformed JSON"):
+                raise
     return parse_text_task(text)
 
 
-def parse_json_task(text: str) -> Task:
+def load_json(text: str) -> object:
     try:
-        fields = json.loads(text)
-    except ValueError as error:
+        return json.loads(text)
+    except RecursionError:
+        raise BadTask("malformed JSON: nested too deeply") from None
+    except ValueError as error:  # also a number of more than 4,300 digits
         raise BadTask(f"malformed JSON: {error}") from None
+
+
+def json_task(fields: object) -> Task:
     if not isinstance(fields, dict):
         raise BadTask("JSON body is not an object with task_id and seconds")
     missing = [name for name in ("task_id", "seconds") if name not in fields]
     if missing:
         raise BadTask(f"missing field(s): {', '.join(missing)}")
-    task_id, seconds = fields["task_id"], fields["seconds"]
+    task_id = fields["task_id"]
     if not isinstance(task_id, int) or isinstance(task_id, bool):
-        raise BadTask(f"task_id is not a whole number: {task_id!r}")
-    return Task(task_id, checked_seconds(seconds), f"task {task_id}")
+        raise BadTask(f"task_id is not a whole number: {short(task_id)}")
+    if abs(task_id) > MAX_TASK_ID:
+        raise BadTask(f"task_id is out of range: {short(task_id)}")
+    fail_attempts = fields.get("fail_attempts", 0)
+    if not isinstance(fail_attempts, int) or isinstance(fail_attempts, bool) or not 0 <= fail_attempts <= 1000:
+        raise BadTask(f"fail_attempts is not a whole number from 0 to 1000: {short(fail_attempts)}")
+    return Task(task_id, checked_seconds(fields["seconds"]), f"task {task_id}", fail_attempts)
 
 
 def parse_text_task(text: str) -> Task:
@@ -378,11 +470,18 @@ def parse_text_task(text: str) -> Task:
 
 def checked_seconds(seconds: object) -> float:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise BadTask(f"seconds is not a number: {seconds!r}")
-    if not math.isfinite(seconds):
+        raise BadTask(f"seconds is not a number: {short(seconds)}")
+    if isinstance(seconds, float) and not math.isfinite(seconds):
         raise BadTask(f"seconds is not finite: {seconds!r}")
     if seconds < 0:
-        raise BadTask(f"seconds is negative: {seconds!r}")
-    if seconds > MAX_TASK_SECONDS:
-        raise BadTask(f"seconds is absurd: {seconds!r} (more than {MAX_TASK_SECONDS:g})")
+        raise BadTask(f"seconds is negative: {short(seconds)}")
+    if seconds > MAX_TASK_SECONDS:  # compared as given: a 400-digit int does not fit a float
+        raise BadTask(f"seconds is absurd: {short(seconds)} (more than {MAX_TASK_SECONDS:g})")
     return float(seconds)
+
+
+def short(value: object) -> str:
+    """A value as a reason shows it: whole if short, cut if a sender made it huge."""
+    huge = isinstance(value, int) and value.bit_length() > 200
+    text = f"a {value.bit_length()}-bit number" if huge else repr(value)
+    return text if len(text) <= LABEL_LENGTH else text[:LABEL_LENGTH - 3] + "..."

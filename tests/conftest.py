@@ -73,6 +73,10 @@ def node(broker: Broker) -> RabbitNode:
         broker.node.start()  # a failed test must not leave the broker down for the next one
 
 
+# The delays of the retry queues that tests make: the defaults, and the short ones the retry tests use.
+RETRY_DELAYS_USED = (0.3, 0.6, 1, 1.2, 2, 4)
+
+
 @pytest.fixture
 def queue(broker: Broker, request: pytest.FixtureRequest) -> str:
     """A queue name of this test's own; the queue and its dead-letter queue are deleted afterwards."""
@@ -81,8 +85,8 @@ def queue(broker: Broker, request: pytest.FixtureRequest) -> str:
     try:
         connection = pika.BlockingConnection(pika.URLParameters(broker.url))
         channel = connection.channel()
-        channel.queue_delete(name)
-        channel.queue_delete(name + ".dead")
+        for suffix in ("", ".dead", *(f".retry.{delay:g}s" for delay in RETRY_DELAYS_USED)):
+            channel.queue_delete(name + suffix)
         connection.close()
     except pika.exceptions.AMQPError:
         pass  # the broker may be down after a fault test; its data dies with it

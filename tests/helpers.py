@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pika
 
+import workqueue as wq
 from rabbit import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,9 +106,35 @@ class BrokerClient:
     def declare_quorum(self, queue: str) -> None:
         self.channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
 
-    def publish(self, queue: str, body: bytes, content_type: str | None = None) -> None:
+    def declare(self, queue: str, queue_type: str = "quorum") -> None:
+        self.channel.queue_declare(queue, durable=True, arguments=wq.queue_arguments(queue_type))
+
+    def publish(self, queue: str, body: bytes, content_type: str | None = None, **properties) -> None:
         self.channel.basic_publish("", queue, body, pika.BasicProperties(
-            delivery_mode=pika.DeliveryMode.Persistent, content_type=content_type))
+            delivery_mode=pika.DeliveryMode.Persistent, content_type=content_type, **properties))
+
+    def publish_task(self, queue: str, task_id: int, seconds: float, **fields) -> None:
+        """A task as publisher.py sends it, with extra fields (fail_attempts) in its JSON body."""
+        body = json.dumps({"task_id": task_id, "seconds": seconds, **fields}).encode()
+        self.publish(queue, body, wq.JSON_CONTENT_TYPE, message_id=f"test.{task_id}")
+
+    def fail_deliveries(self, queue: str, times: int) -> None:
+        """Take the queue's first message and reject it back, `times` times: each counts as a failed
+        delivery, as a crashed worker's would, on RabbitMQ 3 and 4 alike (a nack would not on 4)."""
+        for _ in range(times):
+            method = wait_until(lambda: self.channel.basic_get(queue)[0], 10, f"a message on {queue}", 0.05)
+            self.channel.basic_reject(method.delivery_tag, requeue=True)
+
+    def drain_fast(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+        """Every message on the queue, taken a thousand at a time: for queues of many thousands."""
+        self.channel.basic_qos(prefetch_count=1000)
+        messages = []
+        for method, properties, body in self.channel.consume(queue, auto_ack=True, inactivity_timeout=1):
+            if method is None:  # a second without a message: the queue is empty
+                break
+            messages.append((properties, body))
+        self.channel.cancel()
+        return messages
 
     def drain(self, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
         messages = []

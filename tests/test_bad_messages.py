@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import time
+
 import pytest
 
 from helpers import BrokerClient, WorkerProcess, done_ids, read_events, run_publisher
@@ -58,13 +62,11 @@ def test_tutorial_text_task_runs_one_second_per_dot(broker, queue, tmp_path):
     assert event["finished"] - event["started"] >= 1.0
 
 
-@pytest.mark.parametrize("nacks, runs", [(1, True), (2, False)])
-def test_task_is_run_at_most_max_deliveries_times(broker, queue, tmp_path, nacks, runs):
+@pytest.mark.parametrize("rejects, runs", [(1, True), (2, False)])
+def test_task_is_run_at_most_max_deliveries_times(broker, queue, tmp_path, rejects, runs):
     assert run_publisher(broker.url, queue, "--durations", "0.1").returncode == 0
     with BrokerClient(broker.url) as client:
-        for _ in range(nacks):  # each failed delivery counts, as a crashed worker's would
-            method, _, _ = client.channel.basic_get(queue)
-            client.channel.basic_nack(method.delivery_tag, requeue=True)
+        client.fail_deliveries(queue, rejects)
     worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1", "--max-deliveries", "2")
     assert worker.wait() == 0, worker.output
     with BrokerClient(broker.url) as client:
@@ -72,7 +74,82 @@ def test_task_is_run_at_most_max_deliveries_times(broker, queue, tmp_path, nacks
         dead = client.drain(queue + ".dead")
     if runs:
         assert done_ids(tmp_path / "events.jsonl") == [1] and dead == []
+        assert "started task 1 (0.1 s, delivery 2)" in worker.output
     else:
         assert read_events(tmp_path / "events.jsonl") == []
         [(properties, _)] = dead
         assert "delivered 2 times" in properties.headers["x-dead-reason"]
+
+
+# Messages sent to crash a worker. Each must end in <queue>.dead with a reason, or be done as a text task.
+POISON = [
+    (b"[" * 100000, "application/json", {}, "nested too deeply"),
+    (b'{"task_id": 1, "seconds": 1' + b"0" * 400 + b"}", "application/json", {}, "absurd"),
+    (b'{"task_id": 2, "seconds": 0, "fail_attempts": [1]}', "application/json", {}, "fail_attempts"),
+    (b'{"task_id": 3, "seconds": 0}', "application/json",
+     {"x-delivery-count": "many", "x-acquired-count": -4, "x-task-failures": "lots",
+      "nested": {"a": [1, None, b"\xff"]}, "when": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+      "price": decimal.Decimal("1.5")}, None),
+]
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_no_message_can_crash_a_worker(broker, queue, tmp_path, queue_type):
+    with BrokerClient(broker.url) as client:
+        client.declare(queue, queue_type)
+        for body, content_type, headers, _ in POISON:
+            client.publish(queue, body, content_type, headers=headers)
+        client.publish(queue, b"[" * 100000)  # without a JSON content type: the tutorial's text, 0 s
+        client.publish_task(queue, 9, 0.05)
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1", "--queue-type", queue_type)
+    assert worker.wait() == 0, worker.output
+    assert "Traceback" not in worker.output
+    done = [e for e in read_events(tmp_path / "events.jsonl") if e["acked"]]
+    assert sorted(str(e["task_id"]) for e in done) == ["3", "9", "None"]
+    parked = [reason for *_, reason in POISON if reason]
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0
+        dead = client.drain(queue + ".dead")
+    assert len(dead) == len(parked)
+    for (properties, _), reason in zip(dead, parked, strict=True):
+        assert reason in properties.headers["x-dead-reason"]
+
+
+def test_delivery_count_is_checked_before_the_body_is_read(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+        client.publish(queue, b"[" * 100000, "application/json")
+        client.fail_deliveries(queue, 2)
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1", "--max-deliveries", "2")
+    assert worker.wait() == 0, worker.output
+    with BrokerClient(broker.url) as client:
+        [(properties, _)] = client.drain(queue + ".dead")
+    assert "delivered 2 times without an ack" in properties.headers["x-dead-reason"]
+    assert properties.headers["x-deliveries"] == 3
+
+
+def test_a_parked_message_stays_parked_even_with_a_ttl_of_its_own(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+        client.publish(queue, b"\xff not a task", expiration="1500")
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "0.5")
+    assert worker.wait() == 0, worker.output
+    time.sleep(2)  # past the message's own TTL: the copy in .dead has none, so it is still there
+    with BrokerClient(broker.url) as client:
+        [(properties, body)] = client.drain(queue + ".dead")
+    assert body == b"\xff not a task" and properties.expiration is None
+    assert properties.headers["x-original-expiration"] == "1500"
+
+
+def test_events_file_that_cannot_be_written_costs_a_line_not_the_task(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+        client.publish_task(queue, 1, 0.05)
+        client.publish_task(queue, 2, 0.05)
+    # /dev/full takes the open and refuses every write (ENOSPC): a disk that filled up after start-up.
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w2", "--idle-timeout", "1", "--events", "/dev/full")
+    assert worker.wait() == 0, worker.output
+    assert worker.output.count("could not write to the events file '/dev/full': No space left on device") == 2
+    assert "summary: 2 task(s) done" in worker.output and "Traceback" not in worker.output
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0

@@ -158,8 +158,11 @@ def test_publisher_reconnects_and_sends_unconfirmed_tasks_again(broker, node, qu
     confirmed_ids = [event["task_id"] for event in read_events(events)]
     assert sorted(confirmed_ids) == list(range(1, 50001)), "each task confirmed exactly once"
     with BrokerClient(broker.url) as client:
-        # Every task is on the queue; only those sent again may be there twice.
-        assert 50000 <= client.depth(queue) <= 50000 + again
+        # Every task is on the queue; only those sent again may be there twice, with the same message_id.
+        on_queue = [properties.message_id for properties, _ in client.drain_fast(queue)]
+    assert 50000 <= len(on_queue) <= 50000 + again
+    assert len(set(on_queue)) == 50000, "a task sent again keeps its message_id"
+    assert set(on_queue) == {event["message_id"] for event in read_events(events)}
 
 
 def test_tasks_never_confirmed_are_named_when_the_broker_stays_down(broker, node, queue):
@@ -186,3 +189,105 @@ def test_scripts_read_every_setting_from_the_environment(broker, queue, tmp_path
     worker = subprocess.run([PYTHON, str(ROOT / "consumer.py")], env=env, capture_output=True, text=True)
     assert worker.returncode == 0 and "[envworker] summary: 2 task(s) done" in worker.stdout
     assert len(read_events(tmp_path / "ev.jsonl")) == 2
+
+
+def test_host_name_that_does_not_resolve_is_retried_then_a_one_line_error(tmp_path):
+    url = "amqp://guest:pa55word@rabbitmq-typo.invalid:5672/%2F"
+    result = run_publisher(url, "q", "--connect-timeout", "1")
+    line = one_line_error(result)
+    assert "cannot reach RabbitMQ" in line and "gaierror" in line and "pa55word" not in line
+    assert "attempt 1, retrying" in result.stdout, "a name may resolve later (a restarting container): retried"
+    worker = WorkerProcess(url, "q", tmp_path, "w", "--connect-timeout", "1")
+    assert worker.wait() == 1
+    assert "consumer.py: error: cannot reach RabbitMQ" in worker.output and "Traceback" not in worker.output
+
+
+def test_a_url_list_moves_past_a_node_whose_name_does_not_resolve(broker, queue, tmp_path):
+    url = f"amqp://guest:guest@node1.invalid:5672/%2F,{broker.url}"
+    assert run_publisher(url, queue, "--durations", "0.05").returncode == 0
+    worker = WorkerProcess(url, queue, tmp_path, "w", "--idle-timeout", "0.5")
+    assert worker.wait() == 0, worker.output
+    assert done_ids(tmp_path / "events.jsonl") == [1]
+
+
+def test_tls_to_a_plain_port_is_retried_then_a_one_line_error(broker, queue, tmp_path):
+    url = broker.url.replace("amqp://", "amqps://")
+    line = one_line_error(run_publisher(url, queue, "--connect-timeout", "1"))
+    assert "cannot reach RabbitMQ" in line
+    worker = WorkerProcess(url, queue, tmp_path, "w", "--connect-timeout", "1")
+    assert worker.wait() == 1 and "Traceback" not in worker.output
+
+
+def assert_refused_at_once(url: str, queue: str, tmp_path, words: str, *flags: str) -> None:
+    """Both scripts give up on a refusal at once, with one line naming it: no reconnect can fix it."""
+    start = time.monotonic()
+    line = one_line_error(run_publisher(url, queue, "--count", "1", *flags))
+    assert words in line, line
+    worker = WorkerProcess(url, queue, tmp_path, "w", *flags)
+    assert worker.wait(timeout=20) == 1
+    assert "consumer.py: error: the broker refused to" in worker.output and words in worker.output
+    assert "reconnecting" not in worker.output and "Traceback" not in worker.output
+    assert elapsed(start) < 15
+
+
+def test_missing_permission_is_a_one_line_error_not_a_reconnect_loop(broker, node, queue, tmp_path):
+    node.ctl("add_user", "limited", "limited-pw")
+    try:
+        node.ctl("set_permissions", "-p", "/", "limited", "^$", ".*", ".*")  # may not declare (configure) anything
+        url = broker.url.replace("guest:guest@", "limited:limited-pw@")
+        assert_refused_at_once(url, queue, tmp_path, "403 ACCESS_REFUSED")
+    finally:
+        node.ctl("delete_user", "limited")
+
+
+def test_queue_held_exclusively_elsewhere_is_a_one_line_error(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as holder:
+        holder.channel.queue_declare(queue, exclusive=True)
+        assert_refused_at_once(broker.url, queue, tmp_path, "405 RESOURCE_LOCKED", "--queue-type", "classic")
+
+
+def test_dead_letter_queue_that_refuses_the_copy_stops_the_worker_and_keeps_the_message(broker, node, queue, tmp_path):
+    # Classic queues: a quorum queue enforces its length limit a message or so late.
+    node.ctl("set_policy", "--apply-to", "queues", f"full-{queue}", f"^{queue}\\.dead$",
+             '{"max-length": 0, "overflow": "reject-publish"}')
+    try:
+        with BrokerClient(broker.url) as client:
+            client.declare(queue, "classic")
+            client.publish(queue, b"\xff not a task")
+        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--queue-type", "classic")
+        assert worker.wait(timeout=20) == 1
+    finally:
+        node.ctl("clear_policy", f"full-{queue}")
+    assert f"consumer.py: error: the broker refused a message into '{queue}.dead'" in worker.output
+    assert "reconnecting" not in worker.output and "Traceback" not in worker.output
+    with BrokerClient(broker.url) as client:
+        wait_until(lambda: client.depth(queue) == 1, 10, "the message to be back on the work queue")
+
+
+def test_worker_says_what_it_waits_for_in_a_resource_alarm_and_gives_up_on_time(broker, node, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+        client.publish(queue, b"\xff not a task")
+    node.ctl("set_vm_memory_high_watermark", "0.000001")  # a memory alarm: publishing is blocked
+    try:
+        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--blocked-timeout", "3", "--idle-timeout", "1")
+        worker.wait_for_output(f"waiting for the broker to confirm the copy in '{queue}.dead'", timeout=10)
+        worker.wait_for_output("connection lost (the broker blocked it for 3 s: a memory or disk alarm", timeout=10)
+    finally:
+        node.ctl("set_vm_memory_high_watermark", "0.4")
+    assert worker.wait(timeout=30) == 0, worker.output
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0
+        assert 1 <= len(client.drain(queue + ".dead")) <= 2, "parked once the alarm cleared; at worst twice"
+
+
+def test_worker_whose_queue_is_deleted_says_so_and_subscribes_again(broker, queue, tmp_path):
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "2")
+    wait_for_consumers(broker.url, queue, 1)
+    with BrokerClient(broker.url) as client:
+        client.channel.queue_delete(queue)  # the broker cancels the worker's consumer
+    worker.wait_for_output(f"the broker cancelled this worker's subscription to '{queue}' (the queue was deleted")
+    wait_for_consumers(broker.url, queue, 1)  # declared again, and consumed again
+    assert run_publisher(broker.url, queue, "--durations", "0.05").returncode == 0
+    assert worker.wait() == 0, worker.output
+    assert done_ids(tmp_path / "events.jsonl") == [1]

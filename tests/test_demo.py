@@ -57,6 +57,19 @@ def test_demo_inline_shows_fair_dispatch_and_reports(broker, tmp_path):
     assert_complete_report(out, 9)
 
 
+def test_demo_shows_flaky_tasks_retried_and_done(broker, tmp_path):
+    result = run_demo(demo_env(broker.url, tmp_path), "--mode", "inline", "--durations", "0.2,0.1,0.3,0.1",
+                      "--flaky", "2", "--seed", "4", "--idle-timeout", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("FAILED task") == 2 and out.count("will be retried in 1 s (retry 1 of 3)") == 2
+    report = out[out.index("[demo] report"):]
+    assert "4 task(s) published, 4 done" in report
+    assert "2 failed attempt(s) of 2 task(s), each retried later:" in report
+    assert report.count("1 failure(s), done on attempt 2") == 2
+    assert "every task done exactly once (4 of 4)" in report
+
+
 def test_demo_in_tmux_runs_a_pane_per_process(broker, tmp_path):
     if not shutil.which("tmux"):
         pytest.skip("tmux is not installed")
@@ -177,7 +190,7 @@ def test_scripts_pass_shellcheck():
 def test_demo_help_documents_every_flag_and_environment_variable():
     result = subprocess.run([DEMO, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for word in ["--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
+    for word in ["--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations", "--flaky",
                  "--idle-timeout", "--mode", "--keep-broker", "AMQP_URL", "TASK_QUEUE", "RABBITMQ_IMAGE",
                  "RABBITMQ_BIN", "RABBITMQ_MANAGEMENT_PORT", "DEMO_DIR", "NO_COLOR", "report.py"]:
         assert word in result.stdout

@@ -70,7 +70,7 @@ def test_no_task_lost_when_workers_crash_repeatedly(broker, queue, tmp_path, cap
     published = tmp_path / "published.jsonl"
     assert run_publisher(broker.url, queue, "--count", "100", "--min-seconds", "0.1", "--max-seconds", "0.2",
                          "--seed", "11", "--events", str(published)).returncode == 0
-    flags = ("--idle-timeout", "2", "--max-deliveries", "50")
+    flags = ("--idle-timeout", "2", "--max-deliveries", "20")
     workers = [WorkerProcess(broker.url, queue, tmp_path, f"w{i}", *flags) for i in range(3)]
     rng = random.Random(5)
     kills = 0
@@ -137,27 +137,51 @@ def test_publisher_waits_out_a_resource_alarm_or_gives_up(broker, node, queue):
     assert "the broker unblocked publishing; carrying on" in rest and "3 of 3 tasks confirmed" in rest
 
 
-def test_task_longer_than_the_consumer_timeout_is_not_claimed_and_is_done_again(broker, node, queue, tmp_path):
-    def set_consumer_timeout(milliseconds: int, tick: int) -> None:
-        node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
-        node.ctl("eval", f"application:set_env(rabbit, channel_tick_interval, {tick}).")
+def set_consumer_timeout(node, milliseconds: int, tick: int) -> None:
+    """The broker's consumer_timeout, read by each new channel; the tick is how often it is checked."""
+    node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {milliseconds}).")
+    node.ctl("eval", f"application:set_env(rabbit, channel_tick_interval, {tick}).")
 
+
+def test_task_outlasting_the_consumer_timeout_is_taken_back_not_claimed(broker, node, queue, tmp_path):
     settled_quorum_queue(broker.url, queue)
-    assert run_publisher(broker.url, queue, "--durations", "3").returncode == 0
-    set_consumer_timeout(1000, 200)  # read by each new channel
+    assert run_publisher(broker.url, queue, "--durations", "3,0.1").returncode == 0
+    set_consumer_timeout(node, 1000, 200)
     try:
         worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1")
         worker.wait_for_output("started task 1")
         with BrokerClient(broker.url) as client:
-            # The broker closes the worker's channel a second into the 3 s task.
+            # A second into the 3 s task, the broker takes it back: RabbitMQ 3 closes the worker's
+            # channel, RabbitMQ 4 cancels its consumer.
             wait_until(lambda: client.consumers(queue) == 0, 10, "the broker to time the consumer out")
+        worker.wait_for_output("subscribing again", timeout=10)
     finally:
-        set_consumer_timeout(1_800_000, 60_000)  # RabbitMQ's defaults, for the worker's next channel
+        set_consumer_timeout(node, 1_800_000, 60_000)  # RabbitMQ's defaults, for the worker's next channel
     assert worker.wait(timeout=30) == 0, worker.output
-    assert "could not ack it (the broker closed the channel while the task ran" in worker.output
+    assert "the broker took task 1 back after 3." in worker.output
+    assert "as it does when a task outlasts its consumer_timeout: not acked, counted or recorded" in worker.output
+    assert "done task 1" in worker.output.split("subscribing again")[1], "done on the next delivery, not before"
     events = read_events(tmp_path / "events.jsonl")
-    assert [(e["task_id"], e["acked"]) for e in events] == [(1, False), (1, True)]
-    assert "summary: 1 task(s) done" in worker.output
+    assert sorted((e["task_id"], e["acked"]) for e in events) == [(1, True), (2, True)]
+    assert "summary: 2 task(s) done" in worker.output
+
+
+def test_task_that_always_outlasts_the_consumer_timeout_is_parked(broker, node, queue, tmp_path):
+    settled_quorum_queue(broker.url, queue)
+    assert run_publisher(broker.url, queue, "--durations", "1.5").returncode == 0
+    set_consumer_timeout(node, 500, 100)
+    try:
+        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "2", "--max-deliveries", "2")
+        assert worker.wait(timeout=60) == 0, worker.output
+    finally:
+        set_consumer_timeout(node, 1_800_000, 60_000)
+    assert worker.output.count("the broker took task 1 back") == 2
+    assert read_events(tmp_path / "events.jsonl") == []
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 0
+        [(properties, _)] = client.drain(queue + ".dead")
+    assert "delivered 2 times without an ack" in properties.headers["x-dead-reason"]
+    assert "consumer_timeout" in properties.headers["x-dead-reason"]
 
 
 def test_worker_gives_up_with_one_line_when_the_broker_stays_down(broker, node, queue, tmp_path):

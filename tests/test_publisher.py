@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import subprocess
 
-from helpers import PYTHON, ROOT, BrokerClient, read_events, run_publisher, script_env
+import pytest
+
+from helpers import PYTHON, ROOT, BrokerClient, once_publishing_started, read_events, run_publisher, script_env
 
 
 def test_publishing_without_failures_sends_each_task_once(broker, queue, tmp_path):
@@ -51,3 +54,43 @@ def test_large_count_shows_progress_on_a_terminal_only(broker, queue):
     assert piped.stdout.count("\n") == 1, "only the summary when output is piped"
     with BrokerClient(broker.url) as client:
         assert client.depth(queue) == 40000
+
+
+def id_set(ranges: str) -> set[int]:
+    """'1-3, 7' -> {1, 2, 3, 7}"""
+    ids: set[int] = set()
+    for part in ranges.split(", "):
+        first, _, last = part.partition("-")
+        ids.update(range(int(first), int(last or first) + 1))
+    return ids
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_every_task_is_accounted_for_exactly_once_when_interrupted(broker, queue, tmp_path, signum):
+    events = tmp_path / "published.jsonl"
+    process = subprocess.Popen([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, "--count", "100000",
+                                "--min-seconds", "0", "--max-seconds", "0", "--events", str(events)],
+                               env=script_env(broker.url), stdout=subprocess.PIPE, text=True)
+    once_publishing_started(broker.url, queue, lambda: process.send_signal(signum)).join()
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, output[-2000:]
+    assert "interrupted: sending no more tasks; waiting up to 5 s for the confirms" in output
+    summary, not_confirmed = output.strip().splitlines()[-2:]
+    confirmed = int(re.search(r"\] (\d+) of 100000 tasks confirmed", summary).group(1))
+    confirmed_ids = [event["task_id"] for event in read_events(events)]
+    named = id_set(not_confirmed.removeprefix("[publisher] NOT confirmed: task(s) "))
+    assert len(confirmed_ids) == len(set(confirmed_ids)) == confirmed, "each confirmed task written once"
+    assert not named & set(confirmed_ids), "no task both confirmed and named as not confirmed"
+    assert named | set(confirmed_ids) == set(range(1, 100001)), "no task missing from both"
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) >= confirmed
+
+
+def test_events_file_that_cannot_be_written_does_not_resend_anything(broker, queue):
+    # /dev/full opens, then refuses every write: the error is ours, not a lost connection.
+    result = run_publisher(broker.url, queue, "--durations", "0,0,0", "--events", "/dev/full")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("could not write to the events file '/dev/full'") == 3
+    assert "sent again" not in result.stdout and "3 of 3 tasks confirmed" in result.stdout
+    with BrokerClient(broker.url) as client:
+        assert client.depth(queue) == 3

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from report import greedy_makespan, main, report, timeline
+import pytest
+
+from report import Events, greedy_makespan, load_events, main, report, timeline
 
 
 def done(worker: str, task_id: int, start: float, seconds: float, acked: bool = True) -> dict:
@@ -16,6 +18,16 @@ def published(task_id: int, seconds: float) -> dict:
     return {"event": "published", "task_id": task_id, "seconds": seconds, "message_id": f"m{task_id}"}
 
 
+def failed(worker: str, task_id: int, start: float, seconds: float, outcome: str = "retry in 1 s") -> dict:
+    return {**done(worker, task_id, start, seconds), "event": "failed", "error": "RuntimeError: boom",
+            "outcome": outcome}
+
+
+def events(published_events: list[dict], worker_events: list[dict]) -> Events:
+    return Events(published_events, [e for e in worker_events if e["event"] == "done"],
+                  [e for e in worker_events if e["event"] == "failed"], 0)
+
+
 def test_greedy_makespan_gives_each_task_to_the_first_free_worker():
     assert greedy_makespan([3, 1, 4, 1, 5, 2, 2, 3, 1, 4], 2) == 14
     assert greedy_makespan([1.5] + [0.1] * 12, 2) == 1.5
@@ -23,8 +35,8 @@ def test_greedy_makespan_gives_each_task_to_the_first_free_worker():
 
 
 def test_report_counts_workers_and_compares_with_the_ideal():
-    events = [done("a", 1, 0, 3), done("b", 2, 0, 1), done("b", 3, 1, 1), done("b", 4, 2, 1)]
-    text, complete = report([published(i, s) for i, s in [(1, 3), (2, 1), (3, 1), (4, 1)]], events, 2, 80)
+    runs = [done("a", 1, 0, 3), done("b", 2, 0, 1), done("b", 3, 1, 1), done("b", 4, 2, 1)]
+    text, complete = report(events([published(i, s) for i, s in [(1, 3), (2, 1), (3, 1), (4, 1)]], runs), 2, 80)
     assert complete
     assert "4 task(s) published, 4 done" in text
     assert "a    1 task(s)     3.00 s busy  ids: 1" in text and "ids: 2, 3, 4" in text
@@ -33,8 +45,8 @@ def test_report_counts_workers_and_compares_with_the_ideal():
 
 
 def test_report_names_tasks_not_done_done_twice_and_foreign():
-    events = [done("a", 1, 0, 1, acked=False), done("b", 1, 1, 1), {**done("b", 9, 2, 1), "message_id": "old"}]
-    text, complete = report([published(1, 1), published(2, 1)], events, 2, 80)
+    runs = [done("a", 1, 0, 1, acked=False), done("b", 1, 1, 1), {**done("b", 9, 2, 1), "message_id": "old"}]
+    text, complete = report(events([published(1, 1), published(2, 1)], runs), 2, 80)
     assert not complete
     assert "NOT DONE: task(s) 2" in text
     assert "DONE MORE THAN ONCE: task 1 (2 times: a, b)" in text
@@ -57,3 +69,43 @@ def test_report_command_exit_code_follows_completeness(tmp_path, capsys):
     assert main([str(path), "--width", "60"]) == 1
     assert main([str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_report_shows_retries_and_parked_tasks():
+    runs = [failed("a", 1, 0, 1), failed("b", 1, 2, 1), done("a", 1, 4, 1), done("b", 2, 0, 1),
+            failed("a", 3, 1, 1), failed("b", 3, 3, 1, outcome="parked")]
+    text, complete = report(events([published(1, 1), published(2, 1), published(3, 1)], runs), 2, 80)
+    assert not complete, "a parked task was not done"
+    assert "4 failed attempt(s) of 2 task(s)" in text
+    assert "task 1: 2 failure(s), done on attempt 3" in text
+    assert "task 3: 2 failure(s), PARKED in the dead-letter queue after 2 attempt(s): RuntimeError: boom" in text
+    assert "NOT DONE" not in text, "a parked task is named as parked, not as lost"
+    assert "|1!" in "\n".join(timeline(runs, 80)), "a failed attempt is drawn with !"
+
+
+def test_report_skips_lines_that_are_not_events(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([json.dumps(published(1, 1)), json.dumps(done("a", 1, 0, 1)), "[1, 2]",
+                               json.dumps({"event": "done", "worker": "a"}), '{"event": "published", "task_id": 2',
+                               json.dumps({**published(3, 1), "seconds": "x"})]))
+    loaded = load_events(str(path))
+    assert loaded.skipped == 4
+    text, complete = report(loaded, None, 80)
+    assert complete and "skipped 4 line(s)" in text
+
+
+def test_tasks_without_an_id_are_told_apart_by_message_id():
+    text_task = {"task_id": None, "label": "'Hello.'"}
+    runs = [{**done("a", 0, i, 1), **text_task, "message_id": f"t{i}"} for i in range(3)]
+    text, _ = report(events([], runs), None, 80)
+    assert "DONE MORE THAN ONCE" not in text and "3 done" in text
+    copies = [{**done(w, 0, i, 1), **text_task, "message_id": "same"} for i, w in enumerate("ab")]
+    assert "DONE MORE THAN ONCE: task 'Hello.' (2 times: a, b)" in report(events([], copies), None, 80)[0]
+
+
+@pytest.mark.parametrize("junk", ["", "\n\n", "not json at all\n"])
+def test_report_of_a_file_with_no_events_does_not_crash(tmp_path, junk, capsys):
+    path = tmp_path / "events.jsonl"
+    path.write_text(junk)
+    assert main([str(path), "--width", "60"]) == 0
+    assert "no task was done" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import failures
 import workqueue as wq
 from helpers import PYTHON, ROOT
 
@@ -18,12 +19,12 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_task_message_is_persistent_json_with_id_and_timestamp():
-    body, properties = wq.task_message(3, 2.41)
+    body, properties = wq.task_message(3, 2.41, "run.3")
     assert json.loads(body) == {"task_id": 3, "seconds": 2.41}
     assert properties.delivery_mode == 2 and properties.content_type == "application/json"
-    assert properties.message_id and properties.timestamp
-    assert wq.task_message(3, 2.41)[1].message_id != properties.message_id
+    assert properties.message_id == "run.3" and properties.timestamp
     assert wq.parse_task(body, properties.content_type) == wq.Task(3, 2.41, "task 3")
+    assert wq.run_prefix() != wq.run_prefix(), "message ids differ from one run to the next"
 
 
 @pytest.mark.parametrize("text, seconds", [("Hello World!", 0.0), ("First message.", 1.0), ("a...b..", 5.0)])
@@ -46,6 +47,60 @@ def test_invalid_json_tasks_are_rejected(body):
 def test_password_is_masked():
     assert wq.mask_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
     assert wq.mask_url("amqp://host/") == "amqp://host/"
+    # An @ in a password is read as the URL means it (the last @ ends the password), and masked whole.
+    assert wq.url_list("amqp://u:s3c@ret@host/") == ["amqp://u:s3c@ret@host/"]
+    assert wq.mask_url("amqp://u:s3c@ret@host/") == "amqp://u:***@host/"
+
+
+# Passwords with a character that a URL needs percent-encoded: each hides part of the password elsewhere.
+UNENCODED_PASSWORDS = [("amqp://u:s3cr3t/xyz@host/", ["s3cr3t", "xyz"]),
+                       ("amqp://u:pa55#w0rd@host/", ["pa55", "w0rd"]),
+                       ("amqp://u:ss:w/rd%@host:5672/", ["ss:w", "rd%"])]
+
+
+@pytest.mark.parametrize("url, secrets", UNENCODED_PASSWORDS)
+def test_no_part_of_a_password_is_ever_shown(url, secrets):
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        wq.url_list(url)
+    assert "must be percent-encoded" in str(caught.value)
+    assert not any(secret in str(caught.value) for secret in secrets), caught.value
+    assert not any(secret in wq.mask_url(url) for secret in secrets)
+    for how in (["--url", url], []):
+        result = subprocess.run([PYTHON, str(ROOT / "consumer.py"), *how], capture_output=True, text=True,
+                                timeout=30, env={"PATH": "/usr/bin:/bin", "AMQP_URL": url}, stdin=subprocess.DEVNULL)
+        assert result.returncode == 2 and "percent-encoded" in result.stderr
+        assert not any(secret in result.stderr + result.stdout for secret in secrets), result.stderr
+
+
+@pytest.mark.parametrize("query", ["ssl_options=garbage", "ssl_options=%7B%27x%27%3A1%7D", "heartbeat=soon",
+                                   "channel_max=-5"])
+def test_bad_url_options_are_usage_errors(query):
+    result = run_script("publisher.py", "--url", f"amqps://u:topsecret@host:5671/%2F?{query}")
+    assert result.returncode == 2 and "bad URL" in result.stderr
+    assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
+
+
+POISON_BODIES = [
+    (b"[" * 100000, "application/json", "nested too deeply"),
+    (b'{"task_id": 1, "seconds": 1' + b"0" * 400 + b"}", "application/json", "absurd"),
+    (b'{"task_id": 1' + b"0" * 400 + b', "seconds": 1}', "application/json", "out of range"),
+    (b'{"task_id": 1, "seconds": 1' + b"0" * 5000 + b"}", "application/json", "malformed JSON"),
+    (b'{"task_id": 1, "seconds": -' + b"9" * 400 + b"}", "application/json", "negative"),
+    (b'{"task_id": 1, "seconds": 1, "fail_attempts": "x"}', "application/json", "fail_attempts"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, reason", POISON_BODIES)
+def test_poison_bodies_are_bad_tasks_with_a_reason(body, content_type, reason):
+    with pytest.raises(wq.BadTask, match=reason) as caught:
+        wq.parse_task(body, content_type)
+    assert len(str(caught.value)) < 200, "a reason stays short, however big the message"
+
+
+@pytest.mark.parametrize("text, seconds", [("[urgent] Hello.", 1.0), ("{not json} ..", 2.0), ("[" * 100000, 0.0)])
+def test_text_that_looks_like_json_is_the_tutorials_text(text, seconds):
+    task = wq.parse_task(text.encode(), None)
+    assert task.task_id is None and task.seconds == seconds
 
 
 def test_several_urls_are_accepted_and_bad_ones_named_without_password():
@@ -67,6 +122,11 @@ def test_several_urls_are_accepted_and_bad_ones_named_without_password():
     ("consumer.py", ["--idle-timeout", "-2"], "argument --idle-timeout: must be a number >= 0"),
     ("consumer.py", ["--queue-type", "stream"], "argument --queue-type: invalid choice"),
     ("consumer.py", ["--url", "amqp://u:topsecret@host:notaport/"], "bad URL"),
+    ("consumer.py", ["--max-deliveries", "21"], "argument --max-deliveries: must be <= 20"),
+    ("consumer.py", ["--retries", "-1"], "argument --retries: must be >= 0"),
+    ("consumer.py", ["--events", "/no/such/folder/events.jsonl"], "argument --events: cannot write to"),
+    ("publisher.py", ["--events", "/no/such/folder/events.jsonl"], "argument --events: cannot write to"),
+    ("publisher.py", ["--events", "/tmp"], "argument --events: '/tmp' is a folder"),
 ])
 def test_bad_flags_are_usage_errors_with_exit_2(script, args, complaint):
     result = run_script(script, *args)
@@ -77,8 +137,9 @@ def test_bad_flags_are_usage_errors_with_exit_2(script, args, complaint):
 
 @pytest.mark.parametrize("script, variables", [
     ("publisher.py", ["TASK_COUNT", "TASK_MIN_SECONDS", "TASK_MAX_SECONDS", "TASK_SEED", "TASK_DURATIONS",
-                      "TASK_EVENTS", "BLOCKED_TIMEOUT"]),
+                      "TASK_FLAKY", "TASK_EVENTS", "BLOCKED_TIMEOUT"]),
     ("consumer.py", ["WORKER_NAME", "WORKER_PREFETCH", "WORKER_IDLE_TIMEOUT", "WORKER_MAX_DELIVERIES",
+                     "WORKER_RETRIES", "WORKER_RETRY_DELAY", "WORKER_RETRY_MAX_DELAY", "BLOCKED_TIMEOUT",
                      "WORKER_EVENTS"]),
 ])
 def test_help_documents_every_flag_and_its_environment_variable(script, variables):
@@ -93,3 +154,20 @@ def test_environment_values_are_checked_like_flags():
     result = subprocess.run([PYTHON, str(ROOT / "publisher.py")], capture_output=True, text=True, timeout=30,
                             env={"PATH": "/usr/bin:/bin", "TASK_COUNT": "many"})
     assert result.returncode == 2 and "argument --count: not a whole number: 'many'" in result.stderr
+
+
+def test_retry_delays_double_up_to_the_cap():
+    args = argparse.Namespace(retry_delay=1.0, retry_max_delay=5.0, retries=4, queue="q")
+    assert [failures.retry_delay(args, k) for k in (1, 2, 3, 4, 200)] == [1, 2, 4, 5, 5]
+    assert failures.retry_queue("q", 0.25) == "q.retry.0.25s"
+
+
+@pytest.mark.parametrize("headers, queue_type, earlier", [
+    ({}, "quorum", 0),
+    ({"x-delivery-count": 2}, "quorum", 2),
+    ({"x-delivery-count": 1, "x-acquired-count": 3}, "quorum", 3),  # RabbitMQ 4: a timeout counts only here
+    ({"x-delivery-count": "lots", "x-acquired-count": True}, "quorum", 0),  # a sender's, not the broker's
+    ({"x-delivery-count": 7}, "classic", None),  # a classic queue counts nothing: any such header is a sender's
+])
+def test_earlier_deliveries_read_both_counts_and_trust_no_odd_value(headers, queue_type, earlier):
+    assert failures.earlier_deliveries(headers, queue_type) == earlier

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from helpers import BrokerClient, WorkerProcess, done_ids, elapsed, read_events, run_publisher, wait_for_consumers
 from rabbit import wait_until
 from report import greedy_makespan
@@ -68,12 +70,13 @@ def test_idle_timeout_counts_from_the_last_task(broker, queue, tmp_path):
     assert "summary: 1 task(s) done" in worker.output and "task ids: 1;" in worker.output
 
 
-def test_warm_shutdown_finishes_and_acks_the_current_task(broker, queue, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: its terminal window closed
+def test_warm_shutdown_finishes_and_acks_the_current_task(broker, queue, tmp_path, signum):
     worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "0")
     wait_for_consumers(broker.url, queue, 1)
     assert run_publisher(broker.url, queue, "--durations", "1.5,1").returncode == 0
     worker.wait_for_output("started task 1")
-    worker.signal(signal.SIGTERM)
+    worker.signal(signum)
     assert worker.wait(timeout=10) == 0, worker.output
     assert done_ids(tmp_path / "events.jsonl") == [1]
     assert "summary: 1 task(s) done" in worker.output
