@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # The work-queue demo in one command: a broker, workers, a publisher, then a report of who did what.
 # shellcheck disable=SC2317  # functions run from traps or by name (start_$mode) look unreachable
 set -euo pipefail
@@ -25,13 +26,15 @@ Options:
                        inline (all here, lines prefixed by name); default: terminals on a desktop,
                        else tmux when it is installed and this is an interactive terminal, else inline
   --keep-broker        leave a broker this script started running afterwards
+  --no-install         never install anything (RabbitMQ, Python's venv module) when it is missing; say
+                       what to run instead (env WORKQUEUE_NO_INSTALL=1)
   -h, --help           this help
 
 Environment:
   AMQP_URL             broker to use if it answers (default amqp://guest:guest@localhost:5672/%2F);
                        otherwise a broker is started on that URL's port
   TASK_QUEUE           queue name (default task_queue)
-  RABBITMQ_IMAGE       Docker image for the broker (default rabbitmq:3-management)
+  RABBITMQ_IMAGE       Docker image for the broker (default rabbitmq:4-management)
   RABBITMQ_BIN         folder holding rabbitmq-server and rabbitmqctl (default /usr/lib/rabbitmq/bin)
   RABBITMQ_MANAGEMENT_PORT  port of the management UI of a broker started here (default 15672)
   DEMO_DIR             folder for the run's files and a local node's data (default .demo)
@@ -39,7 +42,9 @@ Environment:
 
 The broker, in this order: the one answering at AMQP_URL; else a Docker container named
 workqueue-demo-rabbitmq (ports published on 127.0.0.1 only); else a throwaway local rabbitmq-server
-node in $DEMO_DIR/rabbitmq. A broker started here is stopped at the end unless --keep-broker is given.
+node in $DEMO_DIR/rabbitmq, after installing RabbitMQ with the system's package manager if it is missing
+(asking first on a terminal; without one, only as root or with password-less sudo; no system-wide service
+is left running). A broker started here is stopped at the end unless --keep-broker is given.
 
 Ctrl-C stops the workers warmly (each finishes and acks its task), then the broker if started here.
 Exit status: 0 only when every published task was done.
@@ -56,6 +61,8 @@ idle_timeout=6
 mode=auto
 keep_broker=0
 publisher_flags=()
+install_flags=""
+[ -n "${WORKQUEUE_NO_INSTALL:-}" ] && install_flags=--no-install
 
 say() { printf '[demo] %s\n' "$*"; }
 die() { printf 'run_demo.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +84,7 @@ while [ $# -gt 0 ]; do
       case $2 in terminals | tmux | inline) mode=$2 ;; *) usage_error "--mode must be terminals, tmux or inline" ;; esac
       shift 2 ;;
     --keep-broker) keep_broker=1; shift ;;
+    --no-install) install_flags=--no-install; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage_error "unknown option '$1'" ;;
   esac
@@ -84,7 +92,7 @@ done
 
 url=${AMQP_URL:-amqp://guest:guest@localhost:5672/%2F}
 queue=${TASK_QUEUE:-task_queue}
-image=${RABBITMQ_IMAGE:-rabbitmq:3-management}
+image=${RABBITMQ_IMAGE:-rabbitmq:4-management}
 rabbitmq_bin=${RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
 management_port=${RABBITMQ_MANAGEMENT_PORT:-15672}
 container=workqueue-demo-rabbitmq
@@ -94,16 +102,11 @@ events=$run_dir/events.jsonl
 
 # ---------------------------------------------------------------- Python
 
-py=$here/.venv/bin/python
-if [ ! -x "$py" ]; then
-  command -v python3 >/dev/null || die "python3 is not installed (Debian/Ubuntu: sudo apt-get install python3-venv)"
-  say "creating the virtual environment .venv"
-  python3 -m venv "$here/.venv" || die "could not create .venv (Debian/Ubuntu: sudo apt-get install python3-venv)"
-fi
-if ! "$py" -c "import pika" 2>/dev/null; then
-  say "installing requirements.txt into .venv"
-  "$py" -m pip install --quiet --disable-pip-version-check -r requirements.txt || die "pip install failed"
-fi
+# shellcheck source=venv.sh
+. ./venv.sh
+# shellcheck disable=SC2086 # no flag, or one
+make_venv requirements.txt run_demo.sh $install_flags
+py=$here/$py
 export AMQP_URL=$url TASK_QUEUE=$queue PYTHONUNBUFFERED=1
 # Check the flags passed on to the scripts once, here, before anything is started.
 check_flags() {  # module, flags...
@@ -440,7 +443,11 @@ elif [ "$status" -eq 3 ]; then
 elif [[ ! $broker_host =~ ^(localhost|127\.0\.0\.1|::1)$ ]]; then
   die "no broker answers at $masked_url (it is not local, so none is started for it)"
 else
-  start_docker_broker || start_local_broker || no_broker_help
+  start_docker_broker || start_local_broker || {
+    # shellcheck disable=SC2086 # no flag, or one
+    RABBITMQ_BIN=$rabbitmq_bin python3 rabbitmq.py install rabbitmq --who run_demo.sh $install_flags \
+      && start_local_broker
+  } || no_broker_help
 fi
 [ -n "$management" ] && say "management UI: $management"
 

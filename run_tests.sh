@@ -1,19 +1,52 @@
 #!/usr/bin/env bash
-# Set up (once) and run the whole test suite: lint, then the tests against a throwaway RabbitMQ node.
-# Extra arguments go to pytest, e.g. ./run_tests.sh -k dead_letter
+# shellcheck source-path=SCRIPTDIR
+# Set up (once) and run the whole test suite: lint, then the tests against throwaway RabbitMQ nodes.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-venv=.venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-# Reinstall only when the requirements changed since the last install.
-stamp="$venv/.requirements-installed"
-if [ ! -f "$stamp" ] || ! cat requirements.txt requirements-dev.txt | cmp -s - "$stamp"; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-  cat requirements.txt requirements-dev.txt > "$stamp"
-fi
+usage() {
+  cat <<'TXT'
+Usage: ./run_tests.sh [--rabbitmq VERSION] [--no-install] [PYTEST ARGUMENTS...]
 
-"$venv/bin/ruff" check .
-exec "$venv/bin/python" -m pytest "$@"
+Makes .venv with the pinned requirements, lints, then runs the tests against throwaway RabbitMQ nodes of
+their own (or the broker at AMQP_URL, if set). What the tests need and this machine lacks (RabbitMQ, Python's
+venv module, tmux, shellcheck) is installed with the system's package manager: on a terminal it asks
+first; without one it installs only as root or with password-less sudo, and says so. No system-wide
+RabbitMQ service is left running or enabled. Extra arguments go to pytest, e.g. ./run_tests.sh -k retries
+
+Options:
+  --rabbitmq VERSION  run the tests on RabbitMQ VERSION (4.3, 4.0 or 3.10), installed in a Debian root of
+                      its own under /var/tmp/workqueue-rabbitmq (made once; needs root and debootstrap);
+                      default: this machine's RabbitMQ (env RABBITMQ_VERSION)
+  --no-install        never install anything; say what is missing (env WORKQUEUE_NO_INSTALL=1)
+  -h, --help          this help
+TXT
+}
+
+who=run_tests.sh
+version=${RABBITMQ_VERSION:-}
+install_flags=""
+[ -n "${WORKQUEUE_NO_INSTALL:-}" ] && install_flags=--no-install
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rabbitmq) [ $# -ge 2 ] || { echo "$who: error: --rabbitmq needs a version" >&2; exit 2; }; version=$2; shift 2 ;;
+    --no-install) install_flags=--no-install; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) break ;;
+  esac
+done
+
+# shellcheck source=venv.sh
+. ./venv.sh
+needs="tmux shellcheck"
+if [ -z "${AMQP_URL:-}" ] && [ -z "$version" ]; then needs="rabbitmq $needs"; fi
+# shellcheck disable=SC2086 # lists of words
+python3 rabbitmq.py install $needs --who "$who" $install_flags || exit 1
+if [ -n "$version" ]; then
+  RABBITMQ_ROOT=$(python3 rabbitmq.py root "$version")
+  export RABBITMQ_ROOT
+fi
+make_venv requirements-dev.txt "$who" $install_flags
+
+"$py" -m ruff check .
+exec "$py" -m pytest "$@"

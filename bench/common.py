@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import run_publisher, wait_for_consumers  # noqa: E402
-from rabbit import INSTALL_HINT, EpmdDaemon, RabbitNode, find_server, free_port_block  # noqa: E402
+from rabbitmq import INSTALL_HINT, LocalNode, find_install  # noqa: E402
 
 PYTHON = sys.executable
 # Stands for the events file in a worker's command line; run_workers puts a fresh file there.
@@ -32,18 +32,11 @@ def broker_url() -> Iterator[str]:
     if os.environ.get("AMQP_URL"):
         yield os.environ["AMQP_URL"]
         return
-    found = find_server()
-    if not found:
+    install = find_install()
+    if not install:
         sys.exit(f"bench: {INSTALL_HINT}")
-    base = free_port_block(2)
-    epmd = EpmdDaemon(base + 1)
-    node = RabbitNode(Path(tempfile.mkdtemp(prefix="bench-rabbit-")), f"bench{base}", base, base + 1, *found)
-    try:
-        node.start()
+    with LocalNode(install, "bench") as node:
         yield node.url
-    finally:
-        node.stop()
-        epmd.stop()
 
 
 def fresh_queue(url: str, queue_type: str = "quorum") -> str:

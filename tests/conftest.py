@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pika
 import pytest
 
-from rabbit import INSTALL_HINT, DockerBroker, EpmdDaemon, RabbitNode, find_server, free_port_block, wait_until
+from rabbitmq import INSTALL_HINT, DockerBroker, LocalNode, RabbitNode, find_install, free_port_block, wait_until
 
 
 @dataclass
@@ -34,23 +34,21 @@ def can_connect(url: str) -> bool:
     return True
 
 
+def pytest_report_header() -> str:
+    install = None if os.environ.get("AMQP_URL") else find_install()
+    return f"broker: {os.environ['AMQP_URL'] if os.environ.get('AMQP_URL') else install or 'none found'}"
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory):
-    """AMQP_URL if set; else a throwaway local node; else a Docker container; else a clear failure."""
+def broker():
+    """AMQP_URL if set; else a throwaway local node (RABBITMQ_ROOT: of another release); else Docker."""
     if os.environ.get("AMQP_URL"):
         yield Broker(os.environ["AMQP_URL"], None)
         return
-    found = find_server()
-    if found:
-        base = free_port_block(2)
-        epmd = EpmdDaemon(base + 1)
-        node = RabbitNode(tmp_path_factory.mktemp("rabbit"), f"wqtest{base}", base, base + 1, *found)
-        try:
-            node.start()
+    install = find_install()
+    if install:
+        with LocalNode(install, "wqtest") as node:
             yield Broker(node.url, node)
-        finally:
-            node.stop()
-            epmd.stop()
         return
     if docker_works():
         container = DockerBroker(free_port_block(1))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pika
 
 import workqueue as wq
-from rabbit import wait_until
+from rabbitmq import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -18,7 +18,7 @@ from helpers import (
     settled_quorum_queue,
     wait_for_consumers,
 )
-from rabbit import free_port_block, wait_until
+from rabbitmq import free_port_block, wait_until
 
 
 def one_line_error(result) -> str:

@@ -22,7 +22,7 @@ from helpers import (
     script_env,
     settled_quorum_queue,
 )
-from rabbit import wait_until
+from rabbitmq import wait_until
 
 
 def acked_count(path) -> int:
@@ -154,13 +154,15 @@ def test_task_outlasting_the_consumer_timeout_is_taken_back_not_claimed(broker, 
             # A second into the 3 s task, the broker takes it back: RabbitMQ 3 closes the worker's
             # channel, RabbitMQ 4 cancels its consumer.
             wait_until(lambda: client.consumers(queue) == 0, 10, "the broker to time the consumer out")
-        worker.wait_for_output("subscribing again", timeout=10)
     finally:
-        set_consumer_timeout(node, 1_800_000, 60_000)  # RabbitMQ's defaults, for the worker's next channel
+        # RabbitMQ's defaults again, before the worker subscribes anew once its task is over.
+        set_consumer_timeout(node, 1_800_000, 60_000)
+    worker.wait_for_output("subscribing again", timeout=10)
     assert worker.wait(timeout=30) == 0, worker.output
     assert "the broker took task 1 back after 3." in worker.output
     assert "as it does when a task outlasts its consumer_timeout: not acked, counted or recorded" in worker.output
-    assert "done task 1" in worker.output.split("subscribing again")[1], "done on the next delivery, not before"
+    # RabbitMQ 4 may apply the restored timeout a delivery late: taken back once or twice, then done.
+    assert "done task 1" in worker.output.split("subscribing again")[-1], "done only once the broker let it"
     events = read_events(tmp_path / "events.jsonl")
     assert sorted((e["task_id"], e["acked"]) for e in events) == [(1, True), (2, True)]
     assert "summary: 2 task(s) done" in worker.output
