@@ -14,6 +14,7 @@ import uuid
 import pika
 import pika.exceptions
 
+import events
 import failures
 import workqueue as wq
 
@@ -114,20 +115,22 @@ class Worker:
 
     def consume(self, connection: pika.BlockingConnection) -> None:
         self.connection = connection
-        self.channel = channel = connection.channel()
-        wq.declare_queue(channel, self.args.queue, self.args.queue_type)
-        wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
-        failures.declare_retry_queues(channel, self.args)
-        # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
-        channel.basic_qos(prefetch_count=self.args.prefetch)
+        with wq.deadline(wq.setup_seconds(self.args.connect_timeout), "the worker declared its queues and subscribed",
+                         "consumer.py", lambda: wq.log(self.name, self.summary())):
+            self.channel = channel = connection.channel()
+            wq.declare_queue(channel, self.args.queue, self.args.queue_type)
+            wq.declare_queue(channel, self.dead_queue, self.args.queue_type)
+            failures.declare_retry_queues(channel, self.args)
+            # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
+            channel.basic_qos(prefetch_count=self.args.prefetch)
+            try:
+                self.consumer_tag = channel.basic_consume(self.args.queue, self.on_message)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                raise wq.refusal(error, f"consume from queue {self.args.queue!r}") or error from None
         self.mover = failures.Mover(connection, self.name)
         self.keeper = wq.ConnectionKeeper(connection)
         self.last_task = time.monotonic()
         self.leaving = False
-        try:
-            self.consumer_tag = channel.basic_consume(self.args.queue, self.on_message)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            raise wq.refusal(error, f"consume from queue {self.args.queue!r}") or error from None
         connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)
         wq.log(self.name, f"waiting for tasks on {self.args.queue!r}")
         try:
@@ -175,6 +178,9 @@ class Worker:
         except wq.BadTask as error:
             self.park(method, properties, body, str(error), earlier)
             return
+        except Exception as error:  # whatever else a sender found: the message is parked, the worker lives
+            self.park(method, properties, body, f"unreadable: {type(error).__name__}: {str(error)[:200]}", earlier)
+            return
         task = task._replace(attempt=failures.failures_so_far(headers) + 1)
         wq.log(self.name, f"started {task.label} ({task.seconds:g} s{self.which_try(task, method, earlier)})")
         started, clock = time.time(), time.monotonic()
@@ -200,11 +206,13 @@ class Worker:
         except wq.CONNECTION_ERRORS as error:
             # The delivery tag died with the channel: no ack can be sent on a new one, so the broker
             # will hand this task out again.
-            what = "finished" if failure is None else "could not send for a retry"
-            wq.log(self.name, f"{what} {task.label} but could not ack it ({self.why_closed(error)}): "
-                              "it will be redelivered")
             if failure is None:
+                wq.log(self.name, f"finished {task.label} but could not ack it ({self.why_closed(error)}): "
+                                  "it will be redelivered")
                 self.record("done", task, properties, (started, finished), acked=False)
+            else:
+                wq.log(self.name, f"could not send {task.label} for a retry ({self.why_closed(error)}): "
+                                  "it will be redelivered")
             raise
         self.done.append(task.task_id if task.task_id is not None else task.label)
         self.busy_seconds += finished - started
@@ -271,13 +279,14 @@ class Worker:
         self.dead_lettered += 1
         wq.log(self.name, f"moved a message to {self.dead_queue!r}: {reason}")
 
-    def record(self, event: str, task: wq.Task, properties, times: tuple[float, float], acked: bool,
+    def record(self, kind: str, task: wq.Task, properties, times: tuple[float, float], acked: bool,
                **more) -> None:
         """An events line: when the work started and ended, and whether the broker has forgotten the task."""
-        wq.record_event(self.args.events, self.name, {
-            "event": event, "worker": self.name, "task_id": task.task_id, "seconds": task.seconds,
-            "started": times[0], "finished": times[1], "acked": acked, "attempt": task.attempt,
-            "message_id": properties.message_id, "label": task.label, **more})
+        problem = events.write(self.args.events, events.attempt(
+            kind, self.name, task.task_id, task.seconds, *times, acked, task.attempt, properties.message_id,
+            task.label, **more))
+        if problem:
+            wq.log(self.name, problem)
 
     def why_closed(self, error: BaseException) -> str:
         if isinstance(error, pika.exceptions.ConnectionBlockedTimeout):

@@ -17,6 +17,7 @@ import pika
 import pika.exceptions
 import pika.spec
 
+import events
 import workqueue as wq
 
 WHO = "publisher"
@@ -108,8 +109,10 @@ class Outcome:
         self.confirmed += 1
         if self.per_task_lines:
             wq.log(WHO, f"sent task {task_id} ({seconds:g} s): confirmed")
-        wq.record_event(self.args.events, WHO, {"event": "published", "task_id": task_id, "seconds": seconds,
-                                                "message_id": message_id, "published": time.time()})
+        problem = events.write(self.args.events, events.published(task_id, seconds, message_id))
+        if problem:
+            self.end_progress_line()
+            wq.log(WHO, problem)
         self.draw_progress()
 
     def fail(self, task_id: int, seconds: float, problem: str) -> None:
@@ -225,6 +228,9 @@ class ConfirmedPublishing:
             lambda _connection, _frame: wq.log(WHO, "the broker unblocked publishing; carrying on"))
         self.connection.channel(on_open_callback=self.on_channel_open)
         self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch_for_signals)
+        # A broker that never answers the set-up (a quorum queue left without a leader) must not hang us.
+        self.setup_deadline = self.connection.ioloop.call_later(wq.setup_seconds(self.args.connect_timeout),
+                                                                self.on_setup_deadline)
         try:
             self.connection.ioloop.start()
         finally:
@@ -249,7 +255,14 @@ class ConfirmedPublishing:
 
     @guarded
     def on_confirm_selectok(self, _frame) -> None:
+        self.connection.ioloop.remove_timeout(self.setup_deadline)
         self.publish_more()
+
+    def on_setup_deadline(self) -> None:
+        self.fatal = wq.Fatal(f"the broker did not answer within {wq.setup_seconds(self.args.connect_timeout):g} s "
+                              f"while the publisher declared queue {self.args.queue!r} and turned on confirms "
+                              "(a quorum queue left without a leader by a crash?); giving up")
+        self.close()
 
     @guarded
     def on_return(self, _channel, _method, properties, _body) -> None:

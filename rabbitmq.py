@@ -80,6 +80,28 @@ def free_port_block(count: int) -> int:
     raise RuntimeError("no free block of ports on 127.0.0.1")
 
 
+def consumer_count(url: str, queue: str) -> int | None:
+    """How many consumers the queue has, or None while it is not declared or the broker does not answer."""
+    import pika  # here, not above: this module also runs before pika is installed, to install things
+
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url.split(",")[0]))
+    except pika.exceptions.AMQPError:
+        return None
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return None  # 404: not declared yet
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) -> None:
+    """Wait until `count` workers consume from the queue, so that dispatch is fair from the first task."""
+    wait_until(lambda: (consumer_count(url, queue) or 0) >= count, timeout, f"{count} consumer(s) on {queue}", 0.2)
+
+
 # ---------------------------------------------------------------- where RabbitMQ is installed
 
 
@@ -173,18 +195,19 @@ class RabbitNode:
     """One private RabbitMQ node: start, stop cleanly, kill -9, restart on the same data."""
 
     def __init__(self, install: Install, name: str, port: int, epmd_port: int, config: str = "",
-                 home: Path | None = None, advanced: str = "") -> None:
+                 home: Path | None = None, advanced: str = "", folder: Path | None = None,
+                 plugins: list[str] | None = None) -> None:
         self.install = install
-        self.folder = install.scratch(name)
+        self.folder = folder or install.scratch(name)
         self.name = f"{name}@localhost"
         self.port = port
         self.process: subprocess.Popen | None = None
-        (self.folder / "conf.d").mkdir()
+        (self.folder / "conf.d").mkdir(parents=True, exist_ok=True)
         (self.folder / "rabbitmq.conf").write_text(config)
         if advanced:
             (self.folder / "advanced.config").write_text(advanced)
         (self.folder / "rabbitmq-env.conf").write_text("")
-        (self.folder / "enabled_plugins").write_text("[].\n")
+        (self.folder / "enabled_plugins").write_text(f"[{','.join(plugins or [])}].\n")
         inside = install.inside(self.folder)
         self.env = {
             **os.environ,

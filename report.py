@@ -9,57 +9,14 @@ Exits 0 when every task the publisher confirmed was done, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from collections import defaultdict
-from typing import NamedTuple
+
+from events import Events, load
 
 # Narrowest timeline drawn, in columns, however narrow the terminal.
 MIN_TIMELINE_WIDTH = 20
-
-
-# Fields a line must have to be used: what the publisher writes, and what a worker writes.
-PUBLISHED_FIELDS = {"task_id", "seconds"}
-WORKER_FIELDS = {"worker", "started", "finished"}
-
-
-class Events(NamedTuple):
-    published: list[dict]  # tasks the publisher got confirmed
-    done: list[dict]  # tasks workers finished (acked, or done but not acked)
-    failed: list[dict]  # attempts whose work raised
-    skipped: int  # lines that are not events: truncated, not JSON, or missing a field
-
-
-def load_events(path: str) -> Events:
-    """The events of one run's file; lines that are not whole events are counted and skipped."""
-    events = Events([], [], [], 0)
-    skipped = 0
-    with open(path, errors="replace") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            kind = event.get("event", "done") if isinstance(event, dict) else None
-            if kind == "published" and event.keys() >= PUBLISHED_FIELDS and number(event["seconds"]):
-                events.published.append(event)
-            elif kind in ("done", "failed") and event.keys() >= WORKER_FIELDS and valid_times(event):
-                (events.done if kind == "done" else events.failed).append(event)
-            else:
-                skipped += 1
-    return events._replace(skipped=skipped)
-
-
-def valid_times(event: dict) -> bool:
-    return number(event["started"]) and number(event["finished"])
-
-
-def number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def greedy_makespan(durations: list[float], workers: int) -> float:
@@ -148,8 +105,9 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
         durations = [float(event["seconds"]) for event in order]
         makespan = max(e["finished"] for e in acked) - min(e["started"] for e in acked)
         if missing or failed:
-            why = "tasks are not done" if missing else "failed attempts took time too"
-            lines.append(f"makespan {makespan:.2f} s so far; not compared with the ideal, as {why}")
+            why = " so far; not compared with the ideal, as tasks are not done" if missing else \
+                "; not compared with the ideal, as failed attempts took time too"
+            lines.append(f"makespan {makespan:.2f} s{why}")
         else:
             ideal = greedy_makespan(durations, count)
             bound = max(sum(durations) / count, max(durations))
@@ -207,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="columns for the timeline (default: the terminal's width)")
     args = parser.parse_args(argv)
     try:
-        events = load_events(args.events)
+        events = load(args.events)
     except OSError as error:
         print(f"report.py: error: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ Read publisher.py and consumer.py first; this module holds what both of them nee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ DEFAULT_QUEUE = "task_queue"
 QUEUE_TYPES = ("quorum", "classic")
 # Seconds to keep retrying an unreachable broker before giving up with one line.
 DEFAULT_CONNECT_TIMEOUT = 15.0
+# The least time, in seconds, that setting up (declaring queues, subscribing, confirms) may take.
+MIN_SETUP_SECONDS = 5.0
 # First and longest pause between connection attempts, in seconds.
 RETRY_DELAY_FIRST, RETRY_DELAY_MAX = 0.5, 5.0
 # A task asking for more seconds of work than this is rejected as absurd, not run.
@@ -164,7 +167,8 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
                              "default %(default)s)")
     parser.add_argument("--connect-timeout", type=non_negative_float,
                         default=env("CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT)),
-                        help="seconds to keep retrying an unreachable broker (env CONNECT_TIMEOUT, "
+                        help="seconds to keep retrying an unreachable broker, and to wait for it to answer "
+                             f"while setting up (at least {MIN_SETUP_SECONDS:g}) (env CONNECT_TIMEOUT, "
                              "default %(default)s)")
 
 
@@ -199,24 +203,6 @@ def events_file(path: str) -> str:
 
 def log(who: str, text: str) -> None:
     print(f"[{who}] {text}", flush=True)
-
-
-def append_line(path: str, line: str) -> None:
-    """Append one whole line; O_APPEND keeps lines from several processes sharing a file intact."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def record_event(path: str | None, who: str, event: dict) -> None:
-    """Append an event to the --events file; a file that cannot be written costs a line, not the run."""
-    if path:
-        try:
-            append_line(path, json.dumps(event))
-        except OSError as error:
-            log(who, f"could not write to the events file {path!r}: {error.strerror}")
 
 
 def fail(program: str, error: Exception) -> int:
@@ -263,6 +249,32 @@ def connect(urls: list[str], timeout: float, who: str, stop_requested: Callable[
         time.sleep(pause)
         delay = min(delay * 2, RETRY_DELAY_MAX)
     raise AssertionError("unreachable")
+
+
+def setup_seconds(connect_timeout: float) -> float:
+    return max(connect_timeout, MIN_SETUP_SECONDS)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str, program: str, last_words: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Run the block; past `seconds`, say what the broker did not answer, and exit 1.
+
+    pika's BlockingConnection waits for each reply without limit, and a broker can leave a request
+    unanswered for ever (a quorum queue left without a leader by a crash). Only for steps where nothing
+    is held: exiting from the watchdog's thread loses nothing.
+    """
+    def expire() -> None:
+        last_words()
+        print(f"{program}: error: the broker did not answer within {seconds:g} s while {what} "
+              "(a quorum queue left without a leader by a crash?); giving up", file=sys.stderr, flush=True)
+        os._exit(1)
+    watchdog = threading.Timer(seconds, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
 
 
 def open_async(parameters: pika.ConnectionParameters, blocked_timeout: float | None = None) -> pika.SelectConnection:

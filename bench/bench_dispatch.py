@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import random
 
-import common as c
-
-from report import greedy_makespan  # noqa: E402 (common puts the project on the path)
+from bench import common as c
+from report import greedy_makespan
 
 TUTORIAL_TASKS = [t * 0.1 for t in (3, 1, 4, 1, 5, 2, 2, 3, 1, 4)]
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import tempfile
 
-import common as c
+from bench import common as c
 
 
 def peak_rss_mib(url: str, tasks: int) -> float:

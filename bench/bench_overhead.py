@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-import common as c
+from bench import common as c
 
 KINDS = {"consumer.py": c.consumer_command, "tutorial": c.tutorial_command}
 

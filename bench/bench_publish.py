@@ -14,10 +14,10 @@ import re
 import subprocess
 import time
 
-import common as c
 import pika
 
 import workqueue as wq
+from bench import common as c
 
 
 def blocking_rate(url: str, queue: str, tasks: int, confirm: bool) -> float:

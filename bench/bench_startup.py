@@ -10,7 +10,7 @@ import argparse
 import subprocess
 import time
 
-import common as c
+from bench import common as c
 
 MINIMAL = """
 import sys, pika

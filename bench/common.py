@@ -1,9 +1,11 @@
-"""Shared by the benchmarks: a throwaway broker (or AMQP_URL), queues, workers, and median figures."""
+"""Shared by the benchmarks: a throwaway broker (or AMQP_URL), queues, workers, and median figures.
+
+The benchmarks run as modules from the project's folder: .venv/bin/python -m bench.run_all
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -15,11 +17,10 @@ from pathlib import Path
 
 import pika
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import events
+from rabbitmq import INSTALL_HINT, LocalNode, find_install, wait_for_consumers
 
-from helpers import run_publisher, wait_for_consumers  # noqa: E402
-from rabbitmq import INSTALL_HINT, LocalNode, find_install  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PYTHON = sys.executable
 # Stands for the events file in a worker's command line; run_workers puts a fresh file there.
@@ -58,7 +59,8 @@ def delete_queue(url: str, queue: str) -> None:
 
 def publish(url: str, queue: str, durations: list[float]) -> None:
     """Fill the queue with the tasks, through publisher.py itself."""
-    result = run_publisher(url, queue, "--durations", ",".join(f"{d:g}" for d in durations))
+    result = subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--url", url, "--queue", queue, "--durations",
+                             ",".join(f"{d:g}" for d in durations)], capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
 
@@ -89,7 +91,7 @@ def consumer_command(url: str, queue: str, name: str, events: str) -> list[str]:
 
 
 def tutorial_command(url: str, queue: str, name: str, events: str, prefetch: int = 1) -> list[str]:
-    return [PYTHON, str(ROOT / "bench" / "tutorial_worker.py"), "--url", url, "--queue", queue, "--name", name,
+    return [PYTHON, "-m", "bench.tutorial_worker", "--url", url, "--queue", queue, "--name", name,
             "--events", events, "--idle-timeout", "1", "--prefetch", str(prefetch)]
 
 
@@ -99,15 +101,15 @@ def run_workers(url: str, commands: list[list[str]], queue: str, durations: list
     Returns the events of the tasks they did, once they have all exited.
     """
     with tempfile.TemporaryDirectory() as folder:
-        events = Path(folder) / "events.jsonl"
-        processes = [subprocess.Popen([str(events) if arg == EVENTS else arg for arg in command],
+        path = Path(folder) / "events.jsonl"
+        processes = [subprocess.Popen([str(path) if arg == EVENTS else arg for arg in command], cwd=ROOT,
                                       stdout=subprocess.DEVNULL) for command in commands]
         if durations is not None:
             wait_for_consumers(url, queue, len(commands))
             publish(url, queue, durations)
         for process in processes:
             process.wait()
-        return [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
+        return [event for event in events.read(str(path)) if event] if path.exists() else []
 
 
 def makespan(events: list[dict]) -> float:

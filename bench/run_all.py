@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import common as c
+from bench import common as c
 
-BENCHES = ["bench_dispatch.py", "bench_overhead.py", "bench_publish.py", "bench_startup.py", "bench_memory.py"]
+BENCHES = ["bench_dispatch", "bench_overhead", "bench_publish", "bench_startup", "bench_memory"]
 
 if __name__ == "__main__":
     with c.broker_url() as url:
         env = {**os.environ, "AMQP_URL": url}
         for bench in BENCHES:
-            subprocess.run([sys.executable, str(Path(__file__).parent / bench)], env=env, check=True)
+            subprocess.run([sys.executable, "-m", f"bench.{bench}"], cwd=c.ROOT, env=env, check=True)

@@ -3,15 +3,17 @@
 
 It keeps the same books as consumer.py (two log lines and one events line per task) and exits after
 --idle-timeout seconds without a task, so both are measured doing the same things.
+Run from the project's folder: python -m bench.tutorial_worker ...
 """
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import pika
+
+import events
 
 
 def main() -> int:
@@ -36,14 +38,11 @@ def main() -> int:
         started = time.time()
         print(f" [x] Received {body.decode()}", flush=True)
         time.sleep(task["seconds"])
+        finished = time.time()
         print(" [x] Done", flush=True)
         ch.basic_ack(delivery_tag=method.delivery_tag)
-        line = json.dumps({"event": "done", "worker": args.name, "task_id": task["task_id"],
-                           "seconds": task["seconds"], "started": started, "finished": time.time(),
-                           "acked": True, "message_id": properties.message_id})
-        fd = os.open(args.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, (line + "\n").encode())
-        os.close(fd)
+        events.write(args.events, events.attempt("done", args.name, task["task_id"], task["seconds"], started,
+                                                 finished, True, 1, properties.message_id, f"task {task['task_id']}"))
         last_activity = time.monotonic()
 
     def stop_when_idle():

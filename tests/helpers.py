@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pika
 
+import events
 import workqueue as wq
 from rabbitmq import wait_until
 
@@ -30,6 +31,15 @@ def script_env(url: str) -> dict[str, str]:
 def run_publisher(url: str, queue: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args], env=script_env(url),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The scripts' contract for errors: exit 1, one line on stderr, no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
 
 
 class WorkerProcess:
@@ -73,9 +83,12 @@ class WorkerProcess:
 
 
 def read_events(path: Path) -> list[dict]:
+    """Every event of the file, in the order written; each line must be a whole event."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    read = list(events.read(str(path)))
+    assert None not in read, f"{path} has lines that are not events"
+    return read
 
 
 def done_ids(path: Path) -> list[int]:
@@ -143,17 +156,6 @@ class BrokerClient:
             if method is None:
                 return messages
             messages.append((properties, body))
-
-
-def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) -> None:
-    """Wait until `count` workers are consuming, so that dispatch is fair from the first task."""
-    def ready() -> bool:
-        try:
-            with BrokerClient(url) as client:
-                return client.consumers(queue) >= count
-        except pika.exceptions.ChannelClosedByBroker:
-            return False  # the queue is not declared yet
-    wait_until(ready, timeout, f"{count} consumer(s) on {queue}")
 
 
 def elapsed(start: float) -> float:

@@ -12,22 +12,13 @@ from helpers import (
     done_ids,
     elapsed,
     once_publishing_started,
+    one_line_error,
     read_events,
     run_publisher,
     script_env,
     settled_quorum_queue,
-    wait_for_consumers,
 )
-from rabbitmq import free_port_block, wait_until
-
-
-def one_line_error(result) -> str:
-    """The scripts' contract for errors: exit 1, one line on stderr, no traceback."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+from rabbitmq import free_port_block, wait_for_consumers, wait_until
 
 
 def test_confirmed_tasks_survive_a_broker_crash(broker, node, queue, tmp_path):

@@ -17,12 +17,13 @@ from helpers import (
     BrokerClient,
     WorkerProcess,
     fault_figures,
+    one_line_error,
     read_events,
     run_publisher,
     script_env,
     settled_quorum_queue,
 )
-from rabbitmq import wait_until
+from rabbitmq import LocalNode, find_install, wait_until
 
 
 def acked_count(path) -> int:
@@ -197,3 +198,28 @@ def test_worker_gives_up_with_one_line_when_the_broker_stays_down(broker, node, 
     assert "connection lost" in output and "broker unreachable" in output, "it tried to reconnect, saying so"
     assert "consumer.py: error: cannot reach RabbitMQ" in output and "Traceback" not in output
     assert "summary: 0 task(s) done" in output
+
+
+def test_set_up_that_the_broker_never_answers_gives_up_with_one_line(tmp_path):
+    install = find_install()
+    if install is None:
+        pytest.skip("needs rabbitmq-server installed locally, for a node of its own")
+    # A node of its own: a quorum queue crashed within a second of its creation comes back without a
+    # leader (RabbitMQ 3.10), and can then be neither used nor deleted.
+    with LocalNode(install, "leaderless") as node:
+        with BrokerClient(node.url) as client:
+            client.declare_quorum("leaderless")
+        node.kill()
+        node.start()
+        start = time.monotonic()
+        result = run_publisher(node.url, "leaderless", "--count", "1", "--connect-timeout", "1")
+        if result.returncode == 0:
+            pytest.skip(f"{install} brought back the quorum queue killed at its creation: nothing hangs to test")
+        line = one_line_error(result)
+        assert "the broker did not answer within 5 s while the publisher declared queue 'leaderless'" in line
+        assert time.monotonic() - start < 20
+        worker = WorkerProcess(node.url, "leaderless", tmp_path, "w", "--connect-timeout", "1")
+        assert worker.wait(timeout=30) == 1
+    assert "consumer.py: error: the broker did not answer within 5 s while the worker declared its queues" \
+        in worker.output
+    assert "summary: 0 task(s) done" in worker.output and "Traceback" not in worker.output

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from report import Events, greedy_makespan, load_events, main, report, timeline
+from events import Events, load
+from report import greedy_makespan, main, report, timeline
 
 
 def done(worker: str, task_id: int, start: float, seconds: float, acked: bool = True) -> dict:
@@ -88,7 +89,7 @@ def test_report_skips_lines_that_are_not_events(tmp_path):
     path.write_text("\n".join([json.dumps(published(1, 1)), json.dumps(done("a", 1, 0, 1)), "[1, 2]",
                                json.dumps({"event": "done", "worker": "a"}), '{"event": "published", "task_id": 2',
                                json.dumps({**published(3, 1), "seconds": "x"})]))
-    loaded = load_events(str(path))
+    loaded = load(str(path))
     assert loaded.skipped == 4
     text, complete = report(loaded, None, 80)
     assert complete and "skipped 4 line(s)" in text

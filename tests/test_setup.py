@@ -68,4 +68,4 @@ def test_a_venv_without_pip_is_made_again(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[demo] .venv is not whole (no pip): making it again" in result.stdout
+    assert "[demo] .venv is not whole (no pip): making it again" in result.stderr

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from helpers import BrokerClient, WorkerProcess, done_ids, elapsed, read_events, run_publisher, wait_for_consumers
-from rabbitmq import wait_until
+from helpers import BrokerClient, WorkerProcess, done_ids, elapsed, read_events, run_publisher
+from rabbitmq import wait_for_consumers, wait_until
 from report import greedy_makespan
 
 

@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+"""The work-queue demo in one command: a broker, workers, a publisher, then a report of who did what.
+
+run_demo.sh sets up Python and .venv, then hands over to this; ./run_demo.sh --help says how to use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions
+
+import consumer
+import publisher
+import rabbitmq
+import workqueue as wq
+
+HERE = Path(__file__).resolve().parent
+PROGRAM = "run_demo.sh"
+USAGE = """\
+Usage: ./run_demo.sh [options]
+
+Sets up everything on a fresh machine and shows fair dispatch: a Python virtual environment with pika,
+a RabbitMQ broker, N workers (consumer.py) consuming before one publisher (publisher.py) sends its tasks,
+then a report: per worker the tasks done, a timeline, and the makespan against the ideal schedule.
+
+Options:
+  --workers N          workers to start (default 2)
+  --tasks N            tasks to publish (default 10)
+  --min-seconds S      shortest random task duration (default 1)
+  --max-seconds S      longest random task duration (default 5)
+  --seed N             random seed, for the same durations every run
+  --durations LIST     exact durations, e.g. 3,1,4.5 (overrides --tasks, --min/--max-seconds)
+  --flaky N            N of the tasks fail their first attempt on purpose: watch them fail, wait on the
+                       broker and succeed on a later retry (the report counts their failed attempts)
+  --idle-timeout S     workers exit after S seconds without a task (default 6)
+  --mode MODE          where the processes run: terminals (a window each), tmux (a pane each) or
+                       inline (all here, lines prefixed by name); default: terminals on a desktop,
+                       else tmux when it is installed and this is an interactive terminal, else inline
+  --keep-broker        leave a broker this script started running afterwards
+  --no-install         never install anything (RabbitMQ, Python's venv module) when it is missing; say
+                       what to run instead (env WORKQUEUE_NO_INSTALL=1)
+  -h, --help           this help
+
+Environment:
+  AMQP_URL             broker to use if it answers (default amqp://guest:guest@localhost:5672/%2F);
+                       otherwise a broker is started on that URL's port
+  TASK_QUEUE           queue name (default task_queue)
+  RABBITMQ_IMAGE       Docker image for the broker (default rabbitmq:4-management)
+  RABBITMQ_BIN         folder holding rabbitmq-server and rabbitmqctl (default /usr/lib/rabbitmq/bin)
+  RABBITMQ_MANAGEMENT_PORT  port of the management UI of a broker started here (default 15672)
+  DEMO_DIR             folder for the run's files and a local node's data (default .demo)
+  NO_COLOR             set to turn off coloured names in inline mode
+
+The broker, in this order: the one answering at AMQP_URL; else a Docker container named
+workqueue-demo-rabbitmq (ports published on 127.0.0.1 only); else a throwaway local rabbitmq-server
+node in $DEMO_DIR/rabbitmq, after installing RabbitMQ with the system's package manager if it is missing
+(asking first on a terminal; without one, only as root or with password-less sudo; no system-wide service
+is left running). A broker started here is stopped at the end unless --keep-broker is given.
+
+Ctrl-C stops the workers warmly (each finishes and acks its task), then the broker if started here.
+Exit status: 0 only when every published task was done.
+After a manual run, the same report: python3 report.py EVENTS_FILE (the file given to --events).
+"""
+# The container a Docker broker runs in: a fixed name, so that a second run replaces what a first left.
+CONTAINER = "workqueue-demo-rabbitmq"
+# The tmux server of the demo's panes, apart from the user's own tmux sessions.
+TMUX_SOCKET = "workqueue-demo"
+# Desktop terminal programs, in the order they are tried.
+TERMINALS = ("x-terminal-emulator", "gnome-terminal", "konsole", "xfce4-terminal", "xterm")
+# Seconds to wait: for a Docker broker, a local node, the workers to consume, a process to start.
+DOCKER_BOOT_SECONDS, LOCAL_BOOT_SECONDS, CONSUMERS_SECONDS, START_SECONDS = 180, 120, 60, 30
+# Seconds the workers get to finish their task after Ctrl-C.
+STOP_SECONDS = 60
+# The first line of a launcher: the shell writes its own PID to the file named next, then becomes the process.
+RECORD_PID_THEN_EXEC = 'echo $$ > "$0"; exec "$@"'
+MODES = ("terminals", "tmux", "inline")
+
+
+class UsageError(Exception):
+    """A bad flag: one line, exit 2, before anything is started."""
+
+
+class Fatal(Exception):
+    """The demo cannot go on: one line, exit 1."""
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+# ---------------------------------------------------------------- flags
+
+
+def parse_args(argv: list[str]) -> dict:
+    """The demo's own flags; those passed on to the scripts are checked by the scripts' own parsers."""
+    settings = {"workers": 2, "tasks": 10, "idle_timeout": "6", "mode": "auto", "keep_broker": False,
+                "publisher_flags": [], "no_install": bool(os.environ.get("WORKQUEUE_NO_INSTALL"))}
+    args = list(argv)
+    while args:
+        flag = args.pop(0)
+        if flag in ("-h", "--help"):
+            print(USAGE, end="")
+            sys.exit(0)
+        if flag == "--keep-broker":
+            settings["keep_broker"] = True
+            continue
+        if flag == "--no-install":
+            settings["no_install"] = True
+            continue
+        if flag not in ("--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
+                        "--flaky", "--idle-timeout", "--mode"):
+            raise UsageError(f"unknown option '{flag}'")
+        if not args or not args[0]:
+            raise UsageError(f"{flag} needs a value")
+        value = args.pop(0)
+        if flag in ("--workers", "--tasks"):
+            low = 1 if flag == "--workers" else 0
+            if not value.isdigit() or int(value) < low:
+                raise UsageError(f"{flag} must be a whole number >= {low}: '{value}'")
+            settings[flag[2:]] = int(value)
+        elif flag == "--mode":
+            if value not in MODES:
+                raise UsageError("--mode must be terminals, tmux or inline")
+            settings["mode"] = value
+        elif flag == "--idle-timeout":
+            settings["idle_timeout"] = value
+        else:
+            settings["publisher_flags"] += [flag, value]
+    # The scripts check the flags passed on to them, here, before anything is started.
+    sys.argv[0] = PROGRAM
+    try:
+        publisher.parse_args(["--count", str(settings["tasks"]), *settings["publisher_flags"]])
+        consumer.parse_args(["--idle-timeout", settings["idle_timeout"]])
+    except SystemExit:
+        sys.exit(2)
+    return settings
+
+
+# ---------------------------------------------------------------- the broker
+
+
+def broker_answers(url: str) -> bool:
+    """Whether a broker accepts an AMQP connection at the URL; Fatal if it refuses the login."""
+    try:
+        pika.BlockingConnection(pika.URLParameters(url.split(",")[0])).close()
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError):
+        raise Fatal(f"the broker at {wq.mask_url(url)} refused the login: check AMQP_URL") from None
+    except (pika.exceptions.AMQPError, OSError):
+        return False
+    return True
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Broker:
+    """The broker of the run: one that answers, or one this demo starts and, at the end, stops."""
+
+    def __init__(self, url: str, folder: Path, keep: bool, no_install: bool) -> None:
+        self.url = url
+        parts = urlsplit(url.split(",")[0])
+        self.host, self.port = parts.hostname, parts.port or 5672
+        self.folder = folder
+        self.keep = keep
+        self.no_install = no_install
+        self.started: str | None = None  # "docker" or "local": what must be stopped
+        self.node: rabbitmq.RabbitNode | None = None
+        self.epmd: rabbitmq.EpmdDaemon | None = None
+        self.management: str | None = None
+        self.management_port = int(os.environ.get("RABBITMQ_MANAGEMENT_PORT", "15672"))
+
+    def find_or_start(self) -> None:
+        masked = wq.mask_url(self.url)
+        if broker_answers(self.url):
+            say(f"using the broker that answers at {masked}")
+        elif self.host not in ("localhost", "127.0.0.1", "::1"):
+            raise Fatal(f"no broker answers at {masked} (it is not local, so none is started for it)")
+        elif not (self.start_docker() or self.start_local() or (self.install() and self.start_local())):
+            self.no_broker_help(masked)
+        if self.management:
+            say(f"management UI: {self.management}")
+
+    def start_docker(self) -> bool:
+        if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
+            return False
+        image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:4-management")
+        say(f"starting RabbitMQ in Docker ({image}, container {CONTAINER})")
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)  # what an earlier run left
+        ports = ["-p", f"127.0.0.1:{self.port}:5672"]
+        if port_is_free(self.management_port):
+            ports += ["-p", f"127.0.0.1:{self.management_port}:15672"]
+            if "management" in image:
+                self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
+        if subprocess.run(["docker", "run", "-d", "--name", CONTAINER, *ports, image],
+                          stdout=subprocess.DEVNULL).returncode:
+            raise Fatal(f"docker run {image} failed")
+        self.started = "docker"
+        self.wait_until_it_answers(DOCKER_BOOT_SECONDS, f"the RabbitMQ container (docker logs {CONTAINER})")
+        return True
+
+    def start_local(self) -> bool:
+        install = rabbitmq.find_install()
+        if install is None or install.root:
+            return False
+        node_dir = self.folder / "rabbitmq"
+        shutil.rmtree(node_dir, ignore_errors=True)
+        config, plugins = "", []
+        if list(install.bin.glob("../lib/rabbitmq_server-*/plugins/rabbitmq_management-*")) \
+                and port_is_free(self.management_port):
+            plugins = ["rabbitmq_management"]
+            config = f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
+        say(f"starting a throwaway RabbitMQ node (data in {node_dir}, port {self.port})")
+        # A private port mapper and every file in node_dir: this node can neither see nor disturb another broker.
+        epmd_port = self.port - 30000 if self.port + 30000 > 65000 else self.port + 30000
+        self.epmd = rabbitmq.EpmdDaemon(install, epmd_port)
+        self.node = rabbitmq.RabbitNode(install, "workqueue-demo", self.port, epmd_port, config=config,
+                                        folder=node_dir, plugins=plugins)
+        self.node.launch()
+        self.started = "local"
+        self.wait_until_it_answers(LOCAL_BOOT_SECONDS, f"the local RabbitMQ node ({node_dir}/server.out)")
+        return True
+
+    def wait_until_it_answers(self, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not broker_answers(self.url):
+            if self.node and self.node.process.poll() is not None:
+                log = self.node.folder / "server.out"
+                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+                raise Fatal(f"the local RabbitMQ node exited while booting (log: {log})")
+            if time.monotonic() > deadline:
+                raise Fatal(f"{what} did not accept connections within {seconds} s")
+            time.sleep(0.5)
+
+    def install(self) -> bool:
+        return rabbitmq.install(["rabbitmq"], allowed=not self.no_install, who=PROGRAM)
+
+    def no_broker_help(self, masked: str) -> None:
+        raise Fatal(f"""no RabbitMQ broker answers at {masked}, and none could be started here.
+Install one of these, then run ./run_demo.sh again:
+  Linux (Debian/Ubuntu): sudo apt-get install rabbitmq-server    (or Docker: https://docs.docker.com/engine/install/)
+  Linux (Fedora/RHEL):   sudo dnf install rabbitmq-server
+  macOS:                 brew install rabbitmq                    (or Docker Desktop)
+  Windows:               Docker Desktop, or the installer from https://www.rabbitmq.com/docs/install-windows
+Or point AMQP_URL at a broker you can use.""")
+
+    def stop(self) -> None:
+        if self.keep and self.started:
+            how = (f"docker rm -f {CONTAINER}" if self.started == "docker"
+                   else f"kill {self.node.process.pid} {self.epmd.process.pid}")
+            say(f"the broker keeps running: {how} stops it")
+        elif self.started == "docker":
+            say(f"removing the Docker container {CONTAINER}")
+            subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+        elif self.started == "local":
+            say("stopping the RabbitMQ node started here")
+            self.node.stop()
+            self.epmd.stop()
+
+
+# ---------------------------------------------------------------- the processes
+
+
+def desktop_terminal() -> str | None:
+    if sys.platform == "darwin":
+        return "osascript"
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    return next((program for program in TERMINALS if shutil.which(program)), None)
+
+
+def colour(index: int) -> tuple[str, str]:
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[1;{31 + index % 6}m", "\033[0m"
+    return "", ""
+
+
+class Processes:
+    """The workers and the publisher, each in a window, a tmux pane, or here with its lines prefixed.
+
+    Each runs from a small launcher script that records its PID and exit status, whatever window it is in.
+    """
+
+    def __init__(self, mode: str, run_dir: Path) -> None:
+        self.mode = mode
+        self.run_dir = run_dir
+        self.names: list[str] = []
+        self.tmux_session: str | None = None
+        self.printers: list[threading.Thread] = []
+
+    def start(self, name: str, index: int, command: list[str]) -> None:
+        script = self.run_dir / f"{name}.sh"
+        pid_file, exit_file = self.run_dir / f"{name}.pid", self.run_dir / f"{name}.exit"
+        script.write_text(
+            "#!/usr/bin/env bash\n"
+            f"cd {shlex.quote(str(HERE))}\n"
+            f"bash -c {shlex.quote(RECORD_PID_THEN_EXEC)} {shlex.quote(str(pid_file))} "
+            f"{shlex.join(command)}\n"
+            f"echo $? > {shlex.quote(str(exit_file))}\n"
+            # A window of its own stays open a moment, so that its last lines can be read.
+            f'[ -t 0 ] && read -r -t 15 -p "({name} has exited; Enter closes this window)" || true\n')
+        self.names.append(name)
+        getattr(self, f"start_{self.mode}")(name, index, str(script))
+
+    def start_inline(self, name: str, index: int, script: str) -> None:
+        # A process group of its own: Ctrl-C reaches only the demo, which then asks each worker, warmly, to stop.
+        process = subprocess.Popen(["bash", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace")
+        start, end = colour(index)
+
+        def print_lines() -> None:
+            for line in process.stdout:
+                print(f"{start}{name:<10}{end} {line.rstrip().removeprefix(f'[{name}] ')}", flush=True)
+        printer = threading.Thread(target=print_lines, daemon=True)
+        printer.start()
+        self.printers.append(printer)
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-L", TMUX_SOCKET, *args], capture_output=True, text=True)
+
+    def start_tmux(self, name: str, _index: int, script: str) -> None:
+        if self.tmux_session is None:
+            self.tmux_session = f"demo-{os.getpid()}"
+            self.tmux("new-session", "-d", "-s", self.tmux_session, "-x", "200", "-y", "50", f"bash {script}")
+            self.tmux("set-option", "-t", self.tmux_session, "remain-on-exit", "on")
+        else:
+            self.tmux("split-window", "-t", self.tmux_session, f"bash {script}")
+            self.tmux("select-layout", "-t", self.tmux_session, "tiled")
+        self.tmux("select-pane", "-t", self.tmux_session, "-T", name)
+
+    def start_terminals(self, name: str, _index: int, script: str) -> None:
+        program = desktop_terminal()
+        commands = {
+            "osascript": ["osascript", "-e", f'tell application "Terminal" to do script "bash \'{script}\'"'],
+            "gnome-terminal": ["gnome-terminal", "--title", name, "--", "bash", script],
+            "konsole": ["konsole", "-p", f"tabtitle={name}", "-e", "bash", script],
+            "xfce4-terminal": ["xfce4-terminal", "--title", name, "-x", "bash", script],
+        }
+        subprocess.Popen(commands.get(program, [program, "-T", name, "-e", "bash", script]),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def pid(self, name: str) -> int | None:
+        try:
+            return int((self.run_dir / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def running(self, name: str) -> bool:
+        pid = self.pid(name)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+    def exit_status(self, name: str) -> int:
+        try:
+            return int((self.run_dir / f"{name}.exit").read_text())
+        except (OSError, ValueError):
+            return 1
+
+    def wait_started(self, name: str) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while self.pid(name) is None:
+            if time.monotonic() > deadline:
+                raise Fatal(f"{name} did not start (its window or pane may have failed to open)")
+            time.sleep(0.1)
+
+    def workers(self) -> list[str]:
+        return [name for name in self.names if name != "publisher"]
+
+    def wait(self, names: list[str]) -> None:
+        while any(self.running(name) for name in names):
+            time.sleep(0.2)
+
+    def stop_workers(self) -> None:
+        """One SIGTERM each: finish and ack the current task, then exit."""
+        for name in self.workers():
+            self.signal(name, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while any(self.running(name) for name in self.workers()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def signal(self, name: str, signum: int) -> None:
+        pid = self.pid(name)
+        if pid:
+            with contextlib.suppress(OSError):  # already gone
+                os.kill(pid, signum)
+
+    def show_tmux_panes(self) -> None:
+        for index, name in enumerate(self.names):
+            print(f"---- {name} (tmux pane {index}) ----")
+            pane = self.tmux("capture-pane", "-p", "-t", f"{self.tmux_session}:0.{index}", "-S", "-1000").stdout
+            print("\n".join(line for line in pane.splitlines() if line))
+
+    def close(self) -> None:
+        for printer in self.printers:
+            printer.join(timeout=5)
+        if self.tmux_session:
+            self.tmux("kill-session", "-t", self.tmux_session)
+
+
+def choose_mode(mode: str) -> str:
+    if mode == "auto":
+        if desktop_terminal():
+            return "terminals"
+        interactive = sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+        return "tmux" if shutil.which("tmux") and interactive else "inline"
+    if mode == "tmux" and not shutil.which("tmux"):
+        raise Fatal("--mode tmux: tmux is not installed")
+    if mode == "terminals" and not desktop_terminal():
+        raise Fatal("--mode terminals: no desktop terminal found")
+    return mode
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Demo:
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
+        self.url = os.environ.get("AMQP_URL") or wq.DEFAULT_URL
+        self.queue = os.environ.get("TASK_QUEUE") or wq.DEFAULT_QUEUE
+        folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
+        self.run_dir = folder / "run"
+        self.events = self.run_dir / "events.jsonl"
+        self.broker = Broker(self.url, folder, settings["keep_broker"], settings["no_install"])
+        self.processes: Processes | None = None
+        self.interrupted = False
+
+    def run(self) -> int:
+        os.environ.update(AMQP_URL=self.url, TASK_QUEUE=self.queue, PYTHONUNBUFFERED="1")
+        self.broker.find_or_start()
+        mode = choose_mode(self.settings["mode"])
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir.mkdir(parents=True)
+        self.processes = processes = Processes(mode, self.run_dir)
+        signal.signal(signal.SIGINT, self.on_interrupt)
+        signal.signal(signal.SIGTERM, self.on_interrupt)
+        workers = self.settings["workers"]
+        say(f"starting {workers} worker(s) ({mode} mode) on queue '{self.queue}'")
+        for index in range(1, workers + 1):
+            processes.start(f"worker-{index}", index, [
+                sys.executable, "consumer.py", "--name", f"worker-{index}", "--idle-timeout",
+                self.settings["idle_timeout"], "--events", str(self.events), "--connect-timeout", "30"])
+        for name in processes.workers():
+            processes.wait_started(name)
+        try:
+            rabbitmq.wait_until(lambda: (rabbitmq.consumer_count(self.url, self.queue) or 0) >= workers or
+                                self.interrupted, CONSUMERS_SECONDS, "the workers", 0.2)
+        except AssertionError:
+            raise Fatal(f"the workers did not all start consuming within {CONSUMERS_SECONDS} s") from None
+        if not self.interrupted:
+            say("all workers are consuming; publishing")
+            processes.start("publisher", 0, [sys.executable, "publisher.py", "--count", str(self.settings["tasks"]),
+                                             *self.settings["publisher_flags"], "--events", str(self.events)])
+            if mode == "tmux" and sys.stdin.isatty() and sys.stdout.isatty():
+                self.watch_in_tmux()
+            processes.wait(processes.workers())
+            processes.wait_started("publisher")
+            processes.wait(["publisher"])
+        return self.finish()
+
+    def watch_in_tmux(self) -> None:
+        """Watch from inside tmux; the session is closed for you once every worker has exited."""
+        def close_when_done() -> None:
+            self.processes.wait(self.processes.workers())
+            time.sleep(2)
+            self.processes.tmux("kill-session", "-t", self.processes.tmux_session)
+        threading.Thread(target=close_when_done, daemon=True).start()
+        subprocess.run(["tmux", "-L", TMUX_SOCKET, "attach", "-t", self.processes.tmux_session],
+                       env={**os.environ, "TMUX": ""})  # TMUX="": also from inside tmux
+
+    def on_interrupt(self, _signum: int, _frame) -> None:
+        if self.interrupted:
+            return
+        self.interrupted = True
+        print()
+        say("interrupted: the workers finish their current task, then stop")
+        # The waiting loops see the flag; the workers are asked here, each once.
+        threading.Thread(target=self.stop_everything, daemon=True).start()
+
+    def stop_everything(self) -> None:
+        self.processes.stop_workers()
+        self.processes.signal("publisher", signal.SIGTERM)
+
+    def finish(self) -> int:
+        processes = self.processes
+        if self.interrupted:
+            processes.stop_workers()
+        if processes.mode == "tmux" and not sys.stdout.isatty() and processes.tmux_session:
+            processes.show_tmux_panes()
+        processes.close()
+        print()
+        say("report")
+        status = subprocess.run([sys.executable, "report.py", str(self.events), "--workers",
+                                 str(self.settings["workers"])], cwd=HERE).returncode
+        if processes.exit_status("publisher") != 0:
+            say(f"the publisher did not get every task confirmed (exit {processes.exit_status('publisher')})")
+            status = 1
+        return 1 if status else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(f"{PROGRAM}: error: {error} (see --help)", file=sys.stderr)
+        return 2
+    demo = Demo(settings)
+    try:
+        return demo.run()
+    except Fatal as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if demo.processes and demo.processes.tmux_session:
+            demo.processes.tmux("kill-session", "-t", demo.processes.tmux_session)
+        demo.broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
