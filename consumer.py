@@ -78,6 +78,7 @@ class Worker:
         self.failed_attempts = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.events = events.Writer(args.events)
         # Set by the first SIGINT, SIGTERM or SIGHUP: finish the current task, ack it, then exit.
         self.stopping = False
 
@@ -183,6 +184,8 @@ class Worker:
             return
         task = task._replace(attempt=failures.failures_so_far(headers) + 1)
         wq.log(self.name, f"started {task.label} ({task.seconds:g} s{self.which_try(task, method, earlier)})")
+        self.note(events.started(self.name, task.task_id, task.seconds, task.attempt, properties.message_id,
+                                 task.label))
         started, clock = time.time(), time.monotonic()
         failure: BaseException | None = None
         try:
@@ -282,9 +285,11 @@ class Worker:
     def record(self, kind: str, task: wq.Task, properties, times: tuple[float, float], acked: bool,
                **more) -> None:
         """An events line: when the work started and ended, and whether the broker has forgotten the task."""
-        problem = events.write(self.args.events, events.attempt(
-            kind, self.name, task.task_id, task.seconds, *times, acked, task.attempt, properties.message_id,
-            task.label, **more))
+        self.note(events.attempt(kind, self.name, task.task_id, task.seconds, *times, acked, task.attempt,
+                                 properties.message_id, task.label, **more))
+
+    def note(self, event: dict) -> None:
+        problem = self.events.write(event)
         if problem:
             wq.log(self.name, problem)
 

@@ -23,6 +23,7 @@ import pika
 import pika.exceptions
 
 import consumer
+import events
 import publisher
 import rabbitmq
 import workqueue as wq
@@ -46,6 +47,11 @@ Options:
   --flaky N            N of the tasks fail their first attempt on purpose: watch them fail, wait on the
                        broker and succeed on a later retry (the report counts their failed attempts)
   --idle-timeout S     workers exit after S seconds without a task (default 6)
+  --kill-worker        kill a worker with SIGKILL in the middle of a task (needs 2 workers or more): look
+                       for the task started by the killed worker, then done by another, once, nothing lost
+  --restart-broker     once every task is confirmed and some are in progress, kill the broker (kill -9)
+                       and start it again, for a broker this demo started: look for the workers reconnecting
+                       and the tasks in flight at the crash done again, nothing lost
   --mode MODE          where the processes run: terminals (a window each), tmux (a pane each) or
                        inline (all here, lines prefixed by name); default: terminals on a desktop,
                        else tmux when it is installed and this is an interactive terminal, else inline
@@ -107,7 +113,8 @@ def say(text: str) -> None:
 def parse_args(argv: list[str]) -> dict:
     """The demo's own flags; those passed on to the scripts are checked by the scripts' own parsers."""
     settings = {"workers": 2, "tasks": 10, "idle_timeout": "6", "mode": "auto", "keep_broker": False,
-                "publisher_flags": [], "no_install": bool(os.environ.get("WORKQUEUE_NO_INSTALL"))}
+                "publisher_flags": [], "no_install": bool(os.environ.get("WORKQUEUE_NO_INSTALL")),
+                "kill_worker": False, "restart_broker": False}
     args = list(argv)
     while args:
         flag = args.pop(0)
@@ -117,8 +124,8 @@ def parse_args(argv: list[str]) -> dict:
         if flag == "--keep-broker":
             settings["keep_broker"] = True
             continue
-        if flag == "--no-install":
-            settings["no_install"] = True
+        if flag in ("--no-install", "--kill-worker", "--restart-broker"):
+            settings[flag[2:].replace("-", "_")] = True
             continue
         if flag not in ("--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
                         "--flaky", "--idle-timeout", "--mode"):
@@ -139,6 +146,8 @@ def parse_args(argv: list[str]) -> dict:
             settings["idle_timeout"] = value
         else:
             settings["publisher_flags"] += [flag, value]
+    if settings["kill_worker"] and settings["workers"] < 2:
+        raise UsageError("--kill-worker needs --workers 2 or more: another worker must redo the task")
     # The scripts check the flags passed on to them, here, before anything is started.
     sys.argv[0] = PROGRAM
     try:
@@ -262,6 +271,17 @@ Install one of these, then run ./run_demo.sh again:
   macOS:                 brew install rabbitmq                    (or Docker Desktop)
   Windows:               Docker Desktop, or the installer from https://www.rabbitmq.com/docs/install-windows
 Or point AMQP_URL at a broker you can use.""")
+
+    def crash_and_restart(self) -> None:
+        """kill -9 the broker this demo started, then start it again on the same data."""
+        if self.started == "docker":
+            subprocess.run(["docker", "kill", CONTAINER], capture_output=True)
+            subprocess.run(["docker", "start", CONTAINER], capture_output=True)
+            self.wait_until_it_answers(DOCKER_BOOT_SECONDS, f"the RabbitMQ container (docker logs {CONTAINER})")
+        else:
+            self.node.kill()
+            self.node.launch()
+            self.wait_until_it_answers(LOCAL_BOOT_SECONDS, "the local RabbitMQ node")
 
     def stop(self) -> None:
         if self.keep and self.started:
@@ -440,6 +460,7 @@ def choose_mode(mode: str) -> str:
 class Demo:
     def __init__(self, settings: dict) -> None:
         self.settings = settings
+        self.director_done = threading.Event()
         self.url = os.environ.get("AMQP_URL") or wq.DEFAULT_URL
         self.queue = os.environ.get("TASK_QUEUE") or wq.DEFAULT_QUEUE
         folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
@@ -452,6 +473,9 @@ class Demo:
     def run(self) -> int:
         os.environ.update(AMQP_URL=self.url, TASK_QUEUE=self.queue, PYTHONUNBUFFERED="1")
         self.broker.find_or_start()
+        if self.settings["restart_broker"] and not self.broker.started:
+            raise Fatal(f"--restart-broker: the broker at {wq.mask_url(self.url)} was running before the demo, "
+                        "which restarts only a broker it started (stop that one, or point AMQP_URL elsewhere)")
         mode = choose_mode(self.settings["mode"])
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir.mkdir(parents=True)
@@ -471,10 +495,13 @@ class Demo:
                                 self.interrupted, CONSUMERS_SECONDS, "the workers", 0.2)
         except AssertionError:
             raise Fatal(f"the workers did not all start consuming within {CONSUMERS_SECONDS} s") from None
+        consuming_since = time.monotonic()
         if not self.interrupted:
             say("all workers are consuming; publishing")
             processes.start("publisher", 0, [sys.executable, "publisher.py", "--count", str(self.settings["tasks"]),
                                              *self.settings["publisher_flags"], "--events", str(self.events)])
+            if self.settings["kill_worker"] or self.settings["restart_broker"]:
+                threading.Thread(target=Director(self, consuming_since).run, daemon=True).start()
             if mode == "tmux" and sys.stdin.isatty() and sys.stdout.isatty():
                 self.watch_in_tmux()
             processes.wait(processes.workers())
@@ -520,6 +547,83 @@ class Demo:
             say(f"the publisher did not get every task confirmed (exit {processes.exit_status('publisher')})")
             status = 1
         return 1 if status else 0
+
+
+class Director:
+    """Kills a worker in the middle of a task, or crashes the broker mid-run: the scenarios on the flags.
+
+    It watches the events file, so it works whatever window the processes run in; what it does, it says
+    in a line and writes as an event, for the report.
+    """
+
+    # Poll the events file this often, in seconds.
+    POLL = 0.05
+    # A quorum queue crashed within about a second of its creation can come back without a leader
+    # (RabbitMQ 3.10): the broker is crashed no sooner than this after the workers declared the queue.
+    QUEUE_SETTLE_SECONDS = 3.0
+
+    def __init__(self, demo: Demo, consuming_since: float) -> None:
+        self.demo = demo
+        self.processes = demo.processes
+        self.consuming_since = consuming_since
+        self.writer = events.Writer(str(demo.events))
+        self.to_kill = demo.settings["kill_worker"]
+        self.to_restart = demo.settings["restart_broker"]
+
+    def run(self) -> None:
+        while (self.to_kill or self.to_restart) and not self.demo.interrupted:
+            if not any(self.processes.running(name) for name in self.processes.workers()):
+                break
+            in_progress = self.in_progress()
+            if self.to_kill and self.kill_a_worker(in_progress):
+                self.to_kill = False
+            elif self.to_restart and in_progress and self.all_confirmed() and \
+                    time.monotonic() - self.consuming_since >= self.QUEUE_SETTLE_SECONDS:
+                self.restart_broker(len(in_progress))
+                self.to_restart = False
+            time.sleep(self.POLL)
+        if self.to_kill:
+            say("--kill-worker: no task ran long enough to kill its worker in the middle of it")
+        if self.to_restart:
+            say("--restart-broker: no moment came with every task confirmed and some in progress")
+
+    def in_progress(self) -> list[dict]:
+        """Attempts started and not yet finished, by workers still running."""
+        begun: dict[tuple, dict] = {}
+        for event in events.read(str(self.demo.events)):
+            if event is None or event["event"] not in ("started", "done", "failed", "killed"):
+                continue
+            key = (event["worker"], event.get("message_id"), event.get("attempt"))
+            if event["event"] == "started":
+                begun[key] = event
+            else:
+                begun.pop(key, None)
+        return [e for e in begun.values() if self.processes.running(str(e["worker"]))]
+
+    def kill_a_worker(self, in_progress: list[dict]) -> bool:
+        """SIGKILL a worker well into its task, with time left in it; whether one was killed."""
+        now = time.time()
+        for event in in_progress:
+            into = now - event["started"]
+            if into >= 0.3 * event["seconds"] and event["seconds"] - into >= 0.1:
+                self.processes.signal(event["worker"], signal.SIGKILL)
+                self.writer.write({**event, "event": "killed", "at": time.time()})
+                say(f"killed {event['worker']} with SIGKILL {into:.1f} s into {event['label']} (of "
+                    f"{event['seconds']:g} s): not acked, so the broker hands it to another worker")
+                return True
+        return False
+
+    def all_confirmed(self) -> bool:
+        return self.processes.exit_status("publisher") == 0 and (self.demo.run_dir / "publisher.exit").exists()
+
+    def restart_broker(self, in_flight: int) -> None:
+        say(f"killing the broker (kill -9) with {in_flight} task(s) in progress, then starting it again")
+        down = time.time()
+        self.demo.broker.crash_and_restart()
+        up = time.time()
+        self.writer.write({"event": "broker_down", "down": down, "up": up})
+        say(f"the broker is back after {up - down:.1f} s, with every confirmed task on its disk: "
+            "the workers reconnect and redo what was in flight")
 
 
 def main(argv: list[str] | None = None) -> int:

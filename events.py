@@ -2,8 +2,10 @@
 
 Writer and reader side by side, so that they cannot drift apart:
 - "published": the broker confirmed a task (publisher.py).
+- "started": a worker began an attempt at a task.
 - "done": a worker finished a task; `acked` false if the ack could not be sent (it will be done again).
 - "failed": a worker's attempt at a task raised; `outcome` says what became of it.
+- "killed", "broker_down": what the demo did on purpose, to show that nothing is lost.
 Times are Unix seconds; `started` and `finished` bound the work itself.
 """
 
@@ -12,31 +14,41 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-# Fields a line must have to be used: what the publisher writes, and what a worker writes.
-PUBLISHED_FIELDS = {"task_id", "seconds"}
-WORKER_FIELDS = {"worker", "started", "finished"}
+# Fields a line must have to be used, by kind of event.
+REQUIRED = {
+    "published": {"task_id", "seconds"},
+    "started": {"worker", "started"},
+    "done": {"worker", "started", "finished"},
+    "failed": {"worker", "started", "finished"},
+    "killed": {"worker", "started", "at"},
+    "broker_down": {"down", "up"},
+}
+# Of those, the ones that hold a number.
+NUMBERS = {"seconds", "started", "finished", "at", "down", "up"}
 
 
-def append_line(path: str, line: str) -> None:
-    """Append one whole line; O_APPEND keeps lines from several processes sharing a file intact."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+class Writer:
+    """Appends events to a file, kept open: one write per event, whole lines however many processes share it
+    (O_APPEND). A file that cannot be written (a full disk) costs an error message, never the run."""
 
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.fd: int | None = None
 
-def write(path: str | None, event: dict) -> str | None:
-    """Append an event, if there is a file; the error, if it could not be written (a full disk)."""
-    if path:
+    def write(self, event: dict) -> str | None:
+        """Append the event, if there is a file; the error, if it could not be written."""
+        if not self.path:
+            return None
         try:
-            append_line(path, json.dumps(event))
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self.fd, (json.dumps(event) + "\n").encode())
         except OSError as error:
-            return f"could not write to the events file {path!r}: {error.strerror}"
-    return None
+            return f"could not write to the events file {self.path!r}: {error.strerror}"
+        return None
 
 
 def published(task_id: int, seconds: float, message_id: str) -> dict:
@@ -52,11 +64,19 @@ def attempt(kind: str, worker: str, task_id: int | None, seconds: float, started
             "label": label, **more}
 
 
+def started(worker: str, task_id: int | None, seconds: float, attempt_number: int, message_id: str | None,
+            label: str) -> dict:
+    return {"event": "started", "worker": worker, "task_id": task_id, "seconds": seconds, "started": time.time(),
+            "attempt": attempt_number, "message_id": message_id, "label": label}
+
+
 class Events(NamedTuple):
     published: list[dict]  # tasks the publisher got confirmed
     done: list[dict]  # tasks workers finished (acked, or done but not acked)
     failed: list[dict]  # attempts whose work raised
     skipped: int  # lines that are not events: truncated, not JSON, or missing a field
+    started: Sequence[dict] = ()  # attempts begun
+    incidents: Sequence[dict] = ()  # workers killed and broker restarts, by the demo
 
 
 def read(path: str) -> Iterator[dict | None]:
@@ -74,23 +94,23 @@ def checked(line: str) -> dict | None:
         return None  # a line cut short, or not JSON at all
     if not isinstance(event, dict):
         return None
-    kind = event.setdefault("event", "done")
-    if kind == "published":
-        return event if event.keys() >= PUBLISHED_FIELDS and is_number(event["seconds"]) else None
-    if kind in ("done", "failed") and event.keys() >= WORKER_FIELDS:
-        return event if is_number(event["started"]) and is_number(event["finished"]) else None
-    return None
+    required = REQUIRED.get(event.setdefault("event", "done"))
+    if required is None or not event.keys() >= required:
+        return None
+    return event if all(is_number(event[field]) for field in required & NUMBERS) else None
 
 
 def load(path: str) -> Events:
     """The events of one run's file, by kind; lines that are not whole events are counted and skipped."""
-    loaded = Events([], [], [], 0)
+    loaded = Events([], [], [], 0, [], [])
+    by_kind = {"published": loaded.published, "done": loaded.done, "failed": loaded.failed,
+               "started": loaded.started, "killed": loaded.incidents, "broker_down": loaded.incidents}
     skipped = 0
     for event in read(path):
         if event is None:
             skipped += 1
         else:
-            {"published": loaded.published, "done": loaded.done, "failed": loaded.failed}[event["event"]].append(event)
+            by_kind[event["event"]].append(event)
     return loaded._replace(skipped=skipped)
 
 

@@ -31,7 +31,7 @@ MAX_RECONNECTS = 10
 PROGRESS_INTERVAL = 0.2
 # After SIGINT or SIGTERM, how long to wait for the confirms of tasks already sent before leaving.
 INTERRUPT_GRACE_SECONDS = 5.0
-# How often, in seconds, the publishing loop looks whether a signal asked it to stop.
+# How often, in seconds, the publishing loop looks whether a signal asked it to stop, or the broker went silent.
 SIGNAL_CHECK_SECONDS = 0.1
 
 
@@ -101,6 +101,7 @@ class Outcome:
         self.failures = 0
         self.republished = 0
         self.seconds = 0.0  # work in the tasks taken so far
+        self.events = events.Writer(args.events)
         self.per_task_lines = total <= PER_TASK_LINES
         self.progress = not self.per_task_lines and sys.stdout.isatty()
         self.drawn_at = 0.0
@@ -109,7 +110,7 @@ class Outcome:
         self.confirmed += 1
         if self.per_task_lines:
             wq.log(WHO, f"sent task {task_id} ({seconds:g} s): confirmed")
-        problem = events.write(self.args.events, events.published(task_id, seconds, message_id))
+        problem = self.events.write(events.published(task_id, seconds, message_id))
         if problem:
             self.end_progress_line()
             wq.log(WHO, problem)
@@ -214,6 +215,8 @@ class ConfirmedPublishing:
         self.returned: set[str] = set()  # message ids the broker could not route
         self.closing = False
         self.interrupted = False  # SIGINT or SIGTERM: send nothing more, wait a little for the confirms
+        self.blocked = False  # a resource alarm: waiting is --blocked-timeout's business
+        self.heard_from_broker = time.monotonic()  # the last confirm
         self.lost: BaseException | None = None
         self.fatal: wq.Fatal | None = None
 
@@ -224,10 +227,9 @@ class ConfirmedPublishing:
         """
         self.connection.add_on_close_callback(self.on_connection_closed)
         self.connection.add_on_connection_blocked_callback(self.on_blocked)
-        self.connection.add_on_connection_unblocked_callback(
-            lambda _connection, _frame: wq.log(WHO, "the broker unblocked publishing; carrying on"))
+        self.connection.add_on_connection_unblocked_callback(self.on_unblocked)
         self.connection.channel(on_open_callback=self.on_channel_open)
-        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch_for_signals)
+        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch)
         # A broker that never answers the set-up (a quorum queue left without a leader) must not hang us.
         self.setup_deadline = self.connection.ioloop.call_later(wq.setup_seconds(self.args.connect_timeout),
                                                                 self.on_setup_deadline)
@@ -256,13 +258,20 @@ class ConfirmedPublishing:
     @guarded
     def on_confirm_selectok(self, _frame) -> None:
         self.connection.ioloop.remove_timeout(self.setup_deadline)
+        self.heard_from_broker = time.monotonic()
         self.publish_more()
 
     def on_setup_deadline(self) -> None:
         self.fatal = wq.Fatal(f"the broker did not answer within {wq.setup_seconds(self.args.connect_timeout):g} s "
                               f"while the publisher declared queue {self.args.queue!r} and turned on confirms "
                               "(a quorum queue left without a leader by a crash?); giving up")
-        self.close()
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Leave without closing: a broker that does not answer would not answer a close either (pika
+        closes each channel, and waits for each, before the connection). Exiting drops the socket."""
+        self.closing = True
+        self.connection.ioloop.stop()
 
     @guarded
     def on_return(self, _channel, _method, properties, _body) -> None:
@@ -283,6 +292,7 @@ class ConfirmedPublishing:
     @guarded
     def on_confirm(self, frame) -> None:
         """The broker has (ack) or will never have (nack) the tasks up to this tag, or just this one."""
+        self.heard_from_broker = time.monotonic()
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
         tags = [method.delivery_tag]
@@ -300,9 +310,13 @@ class ConfirmedPublishing:
         self.publish_more()
 
     @guarded
-    def watch_for_signals(self) -> None:
-        """SIGINT or SIGTERM: send nothing more, and leave once the tasks already sent are confirmed, or
-        after a grace period. A second signal: leave now."""
+    def watch(self) -> None:
+        """Every SIGNAL_CHECK_SECONDS: a signal, or a broker that has stopped confirming?
+
+        SIGINT or SIGTERM: send nothing more, and leave once the tasks already sent are confirmed, or
+        after a grace period. A second signal: leave now. No confirm for twice the set-up time while
+        tasks wait for one, and the connection not blocked: give up, naming those tasks.
+        """
         signals = self.signals()
         if signals >= 2 or (signals and not self.in_flight):
             self.close()
@@ -312,7 +326,13 @@ class ConfirmedPublishing:
             wq.log(WHO, f"interrupted: sending no more tasks; waiting up to {INTERRUPT_GRACE_SECONDS:g} s for "
                         f"the confirms of {len(self.in_flight)} task(s) already sent")
             self.connection.ioloop.call_later(INTERRUPT_GRACE_SECONDS, self.close)
-        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch_for_signals)
+        silence = 2 * wq.setup_seconds(self.args.connect_timeout)
+        if self.in_flight and not self.blocked and time.monotonic() - self.heard_from_broker > silence:
+            self.fatal = wq.Fatal(f"the broker confirmed nothing for {silence:g} s while {len(self.in_flight)} "
+                                  "task(s) waited (a quorum queue left without a leader by a crash?); giving up")
+            self.abandon()
+            return
+        self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch)
 
     def on_channel_closed(self, _channel, reason: BaseException) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == 406:
@@ -323,7 +343,13 @@ class ConfirmedPublishing:
             self.lost = reason
         self.close()
 
+    def on_unblocked(self, _connection, _frame) -> None:
+        self.blocked = False
+        self.heard_from_broker = time.monotonic()
+        wq.log(WHO, "the broker unblocked publishing; carrying on")
+
     def on_blocked(self, _connection, frame) -> None:
+        self.blocked = True
         self.outcome.end_progress_line()
         wq.log(WHO, f"the broker blocked publishing ({frame.method.reason}: a resource alarm); "
                     f"waiting up to {self.args.blocked_timeout:g} s for it to clear")

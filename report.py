@@ -41,29 +41,58 @@ def task_name(event: dict) -> str:
     return str(event["task_id"]) if event.get("task_id") is not None else str(event.get("label", "?"))
 
 
-def timeline(attempts: list[dict], width: int) -> list[str]:
+# How each kind of block is filled on the timeline.
+FILLS = {"done": "=", "failed": "!", "killed": "x"}
+# The timeline's row for the broker's downtime.
+BROKER_ROW = "broker"
+
+
+def timeline(attempts: list[dict], width: int, downtimes: list[dict] = ()) -> list[str]:
     """A row per worker, a block per attempt, scaled so that the whole run fits in `width` columns.
 
-    A task done is drawn with '=', an attempt that failed with '!': "|7====|2!!  |5==".
+    A task done is drawn with '=', an attempt that failed with '!', one whose worker was killed with 'x':
+    "|7====|2!!  |5xx". A broker down is a row of its own: "#####".
     """
-    workers = sorted({str(event["worker"]) for event in attempts})
-    start = min(event["started"] for event in attempts)
-    span = max(event["finished"] for event in attempts) - start or 1.0
-    label_width = max(len(name) for name in workers)
+    blocks = [(str(e["worker"]), e["started"], e.get("finished", e.get("at")), FILLS[e.get("event", "done")],
+               task_name(e)) for e in attempts]
+    blocks += [(BROKER_ROW, e["down"], e["up"], "#", "#") for e in downtimes]
+    rows_named = sorted({block[0] for block in blocks} - {BROKER_ROW}) + ([BROKER_ROW] if downtimes else [])
+    start = min(block[1] for block in blocks)
+    span = max(block[2] for block in blocks) - start or 1.0
+    label_width = max(len(name) for name in rows_named)
     columns = max(width - label_width - 3, MIN_TIMELINE_WIDTH)
     rows = []
-    for worker in workers:
+    for name in rows_named:
         row = [" "] * columns
-        for event in sorted((e for e in attempts if str(e["worker"]) == worker), key=lambda e: e["started"]):
-            first = max(0, min(int((event["started"] - start) / span * columns), columns - 1))
-            end = max(first + 1, min(round((event["finished"] - start) / span * columns), columns))
+        for _, began, ended, fill, label in sorted((b for b in blocks if b[0] == name), key=lambda b: b[1]):
+            first = max(0, min(int((began - start) / span * columns), columns - 1))
+            end = max(first + 1, min(round((ended - start) / span * columns), columns))
             size = end - first
-            fill = "!" if event.get("event") == "failed" else "="
-            row[first:end] = ("|" + task_name(event) + fill * size)[:size]
-        rows.append(f"{worker.ljust(label_width)}  {''.join(row)}")
+            row[first:end] = (fill * size if fill == "#" else "|" + label + fill * size)[:size]
+        rows.append(f"{name.ljust(label_width)}  {''.join(row)}")
     axis = f"0 s{'':{columns - 3 - len(f'{span:.1f} s')}}{span:.1f} s"
     rows.append(f"{'':{label_width}}  {axis}")
     return rows
+
+
+def incident_lines(events: Events, acked: list[dict], lost: int) -> list[str]:
+    """What the demo did on purpose, and what became of the tasks it hit: one line."""
+    if not events.incidents:
+        return []
+    parts = []
+    for killed in (e for e in events.incidents if e["event"] == "killed"):
+        again = [e for e in acked if task_key(e) == task_key(killed) and e["started"] >= killed["at"]]
+        fate = f"redone by {', '.join(str(e['worker']) for e in again)}" if again else "NOT redone"
+        parts.append(f"{killed['worker']} killed {killed['at'] - killed['started']:.1f} s into task "
+                     f"{task_name(killed)}: task {task_name(killed)} {fate}")
+    for down in (e for e in events.incidents if e["event"] == "broker_down"):
+        # In flight at the crash: started before it, not finished before it, and finished after it.
+        hit = {task_key(e) for e in events.started if e["started"] < down["down"]} - \
+            {task_key(e) for e in acked if e["finished"] <= down["down"]}
+        redone = {task_key(e) for e in acked if e["started"] >= down["down"]} & hit
+        parts.append(f"broker down {down['up'] - down['down']:.1f} s: {len(redone)} task(s) in flight at the "
+                     "crash redone")
+    return ["; ".join(parts) + f"; {lost} lost"]
 
 
 def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
@@ -95,7 +124,9 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
         ids = ", ".join(task_name(e) for e in done)
         lines.append(f"  {name.ljust(name_width)}  {len(done):3d} task(s)  {busy:7.2f} s busy  ids: {ids}")
 
-    lines += ["", *timeline(acked + failed, width), ""]
+    killed = [e for e in events.incidents if e["event"] == "killed"]
+    downtimes = [e for e in events.incidents if e["event"] == "broker_down"]
+    lines += ["", *timeline(acked + failed + killed, width, downtimes), ""]
 
     done_keys = {task_key(e) for e in acked}
     missing = [event for event in published if task_key(event) not in done_keys]
@@ -104,10 +135,11 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
         order = published or sorted(acked, key=lambda e: e["started"])
         durations = [float(event["seconds"]) for event in order]
         makespan = max(e["finished"] for e in acked) - min(e["started"] for e in acked)
-        if missing or failed:
-            why = " so far; not compared with the ideal, as tasks are not done" if missing else \
-                "; not compared with the ideal, as failed attempts took time too"
-            lines.append(f"makespan {makespan:.2f} s{why}")
+        if missing or failed or events.incidents:
+            why = ("tasks are not done" if missing else "failed attempts took time too" if failed
+                   else "the demo crashed a worker or the broker on purpose")
+            lines.append(f"makespan {makespan:.2f} s{' so far' if missing else ''}; not compared with the ideal, "
+                         f"as {why}")
         else:
             ideal = greedy_makespan(durations, count)
             bound = max(sum(durations) / count, max(durations))
@@ -133,6 +165,7 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
         lines.append(f"also done: {len(foreign)} task(s) this run did not publish (left on the queue before)")
     if published and not missing and not twice:
         lines.append(f"every task done exactly once ({len(published)} of {len(published)})")
+    lines += incident_lines(events, acked, len(still_missing))
     return "\n".join(lines), not missing and not parked
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The baseline: tutorial two's worker (prefetch 1, the work inline in the callback, ack after).
 
-It keeps the same books as consumer.py (two log lines and one events line per task) and exits after
+It keeps the same books as consumer.py (two log lines and two events lines per task) and exits after
 --idle-timeout seconds without a task, so both are measured doing the same things.
 Run from the project's folder: python -m bench.tutorial_worker ...
 """
@@ -31,18 +31,20 @@ def main() -> int:
     if args.prefetch:
         channel.basic_qos(prefetch_count=args.prefetch)
     last_activity = time.monotonic()
+    books = events.Writer(args.events)
 
     def callback(ch, method, properties, body):
         nonlocal last_activity
         task = json.loads(body)
         started = time.time()
         print(f" [x] Received {body.decode()}", flush=True)
+        books.write(events.started(args.name, task["task_id"], task["seconds"], 1, properties.message_id, ""))
         time.sleep(task["seconds"])
         finished = time.time()
         print(" [x] Done", flush=True)
         ch.basic_ack(delivery_tag=method.delivery_tag)
-        events.write(args.events, events.attempt("done", args.name, task["task_id"], task["seconds"], started,
-                                                 finished, True, 1, properties.message_id, f"task {task['task_id']}"))
+        books.write(events.attempt("done", args.name, task["task_id"], task["seconds"], started, finished, True, 1,
+                                   properties.message_id, f"task {task['task_id']}"))
         last_activity = time.monotonic()
 
     def stop_when_idle():

@@ -82,13 +82,13 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
-def read_events(path: Path) -> list[dict]:
-    """Every event of the file, in the order written; each line must be a whole event."""
+def read_events(path: Path, kinds: tuple[str, ...] = ("published", "done", "failed")) -> list[dict]:
+    """The events of these kinds in the file, in the order written; each line must be a whole event."""
     if not path.exists():
         return []
     read = list(events.read(str(path)))
     assert None not in read, f"{path} has lines that are not events"
-    return read
+    return [event for event in read if event["event"] in kinds]
 
 
 def done_ids(path: Path) -> list[int]:

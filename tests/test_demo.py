@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, read_events
 from rabbitmq import RABBITMQ_BIN, free_port_block, port_is_free, wait_until
 
 DEMO = str(ROOT / "run_demo.sh")
@@ -68,6 +68,55 @@ def test_demo_shows_flaky_tasks_retried_and_done(broker, tmp_path):
     assert "2 failed attempt(s) of 2 task(s), each retried later:" in report
     assert report.count("1 failure(s), done on attempt 2") == 2
     assert "every task done exactly once (4 of 4)" in report
+
+
+def report_of(output: str) -> str:
+    return output[output.index("[demo] report"):]
+
+
+def test_demo_kills_a_worker_mid_task_and_the_task_is_redone_once(broker, tmp_path):
+    env = demo_env(broker.url, tmp_path)
+    result = run_demo(env, "--mode", "inline", "--durations", "1,1,1,1,1,1", "--kill-worker", "--idle-timeout", "1.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    killed = re.search(r"\[demo\] killed (worker-\d) with SIGKILL ([\d.]+) s into task (\d+) \(of 1 s\)", result.stdout)
+    assert killed, result.stdout
+    worker, task = killed.group(1), killed.group(3)
+    events = read_events(tmp_path / "demo" / "run" / "events.jsonl", ("started", "done", "killed"))
+    assert [e["event"] for e in events if str(e["task_id"]) == task and e["worker"] == worker] == ["started", "killed"]
+    redone = [e for e in events if str(e["task_id"]) == task and e["event"] == "done"]
+    assert len(redone) == 1 and redone[0]["worker"] != worker and redone[0]["acked"], "redone by another, once"
+    report = report_of(result.stdout)
+    assert "6 task(s) published, 6 done" in report and "every task done exactly once (6 of 6)" in report
+    assert f"{worker} killed {killed.group(2)[:-1]}" in report and f"task {task} redone by worker-" in report
+    assert re.search(r"; 0 lost$", report, re.M)
+    assert re.search(rf"^{worker} .*\|{task}x", report, re.M), "the killed attempt's partial bar"
+
+
+def test_demo_restarts_its_broker_mid_run_and_loses_nothing(tmp_path):
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        pytest.skip(f"needs rabbitmq-server installed on this machine, in {RABBITMQ_BIN}: the demo starts it")
+    port = free_port_block(2)
+    env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
+                   RABBITMQ_BIN=str(RABBITMQ_BIN), RABBITMQ_MANAGEMENT_PORT=str(port + 1))
+    result = run_demo(env, "--mode", "inline", "--durations", "2,2,2,2,2,2", "--restart-broker", "--idle-timeout", "3",
+                      timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"\[demo\] killing the broker \(kill -9\) with [12] task\(s\) in progress", out)
+    assert re.search(r"\[demo\] the broker is back after [\d.]+ s", out)
+    assert "connection lost" in out and out.index("killing the broker") < out.index("connection lost")
+    report = report_of(out)
+    assert "6 task(s) published, 6 done" in report
+    assert re.search(r"^broker down [\d.]+ s: [12] task\(s\) in flight at the crash redone; 0 lost$", report, re.M)
+    assert re.search(r"^broker +#+", report, re.M), "the downtime on the timeline"
+
+
+def test_demo_restarts_only_a_broker_it_started(broker, tmp_path):
+    result = run_demo(demo_env(broker.url, tmp_path), "--mode", "inline", "--restart-broker")
+    assert result.returncode == 1
+    assert "--restart-broker: the broker at amqp://guest:***@" in result.stderr
+    assert "was running before the demo" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "demo" / "run").exists(), "nothing was started"
 
 
 def test_demo_in_tmux_runs_a_pane_per_process(broker, tmp_path):
@@ -195,6 +244,7 @@ def test_demo_help_documents_every_flag_and_environment_variable():
     assert result.returncode == 0
     for word in ["--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations", "--flaky",
                  "--idle-timeout", "--mode", "--keep-broker", "--no-install", "WORKQUEUE_NO_INSTALL",
+                 "--kill-worker", "--restart-broker",
                  "AMQP_URL", "TASK_QUEUE", "RABBITMQ_IMAGE",
                  "RABBITMQ_BIN", "RABBITMQ_MANAGEMENT_PORT", "DEMO_DIR", "NO_COLOR", "report.py"]:
         assert word in result.stdout
@@ -207,6 +257,7 @@ def test_demo_help_documents_every_flag_and_environment_variable():
     (["--bogus"], "unknown option '--bogus'"),
     (["--min-seconds", "3", "--max-seconds", "1"], "--min-seconds 3 is more than --max-seconds 1"),
     (["--idle-timeout", "soon"], "argument --idle-timeout: not a number: 'soon'"),
+    (["--kill-worker", "--workers", "1"], "--kill-worker needs --workers 2 or more"),
 ])
 def test_demo_rejects_bad_flags_before_starting_anything(tmp_path, args, complaint):
     env = demo_env("amqp://guest:guest@127.0.0.1:1/%2F", tmp_path)
