@@ -149,7 +149,18 @@ def test_events_file_that_cannot_be_written_costs_a_line_not_the_task(broker, qu
     # /dev/full takes the open and refuses every write (ENOSPC): a disk that filled up after start-up.
     worker = WorkerProcess(broker.url, queue, tmp_path, "w2", "--idle-timeout", "1", "--events", "/dev/full")
     assert worker.wait() == 0, worker.output
-    assert worker.output.count("could not write to the events file '/dev/full': No space left on device") == 2
+    # Two lines lost per task, its "started" and its "done": each costs a line of the worker's log.
+    assert worker.output.count("could not write to the events file '/dev/full': No space left on device") == 4
     assert "summary: 2 task(s) done" in worker.output and "Traceback" not in worker.output
     with BrokerClient(broker.url) as client:
         assert client.depth(queue) == 0
+
+
+def test_a_classic_queue_redelivery_is_logged_as_such_not_counted(broker, queue, tmp_path):
+    with BrokerClient(broker.url) as client:
+        client.declare(queue, "classic")
+        client.publish_task(queue, 1, 0.05)
+        client.fail_deliveries(queue, 1)
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "0.5", "--queue-type", "classic")
+    assert worker.wait() == 0, worker.output
+    assert "started task 1 (0.05 s, redelivered)" in worker.output, "a classic queue counts no deliveries"

@@ -93,8 +93,7 @@ def test_demo_kills_a_worker_mid_task_and_the_task_is_redone_once(broker, tmp_pa
 
 
 def test_demo_restarts_its_broker_mid_run_and_loses_nothing(tmp_path):
-    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
-        pytest.skip(f"needs rabbitmq-server installed on this machine, in {RABBITMQ_BIN}: the demo starts it")
+    skip_unless_the_demo_can_start_a_node()
     port = free_port_block(2)
     env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
                    RABBITMQ_BIN=str(RABBITMQ_BIN), RABBITMQ_MANAGEMENT_PORT=str(port + 1))
@@ -202,10 +201,17 @@ def test_demo_without_any_broker_says_what_to_install(tmp_path):
     assert not (tmp_path / "demo" / "run").exists(), "nothing was started"
 
 
-def test_ctrl_c_stops_workers_warmly_then_the_local_broker_it_started(tmp_path):
-    # The demo starts a node of this machine's own RabbitMQ, whichever release the other tests run on.
+def skip_unless_the_demo_can_start_a_node() -> None:
+    """The demo starts a node of this machine's own RabbitMQ, whichever release the other tests run on."""
     if not (RABBITMQ_BIN / "rabbitmq-server").exists():
-        pytest.skip(f"needs rabbitmq-server installed on this machine, in {RABBITMQ_BIN}")
+        pytest.skip(f"needs rabbitmq-server installed on this machine, in {RABBITMQ_BIN}: the demo starts it")
+    if os.environ.get("RABBITMQ_ROOT"):
+        pytest.skip("the demo starts this machine's own RabbitMQ, not the one in RABBITMQ_ROOT: "
+                    "this test proves nothing more than in the run without RABBITMQ_ROOT")
+
+
+def test_ctrl_c_stops_workers_warmly_then_the_local_broker_it_started(tmp_path):
+    skip_unless_the_demo_can_start_a_node()
     port = free_port_block(2)
     env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
                    RABBITMQ_BIN=str(RABBITMQ_BIN), RABBITMQ_MANAGEMENT_PORT=str(port + 1))
