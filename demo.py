@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -172,15 +171,6 @@ def broker_answers(url: str) -> bool:
     return True
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class Broker:
     """The broker of the run: one that answers, or one this demo starts and, at the end, stops."""
 
@@ -215,7 +205,7 @@ class Broker:
         say(f"starting RabbitMQ in Docker ({image}, container {CONTAINER})")
         subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)  # what an earlier run left
         ports = ["-p", f"127.0.0.1:{self.port}:5672"]
-        if port_is_free(self.management_port):
+        if rabbitmq.port_is_free(self.management_port):
             ports += ["-p", f"127.0.0.1:{self.management_port}:15672"]
             if "management" in image:
                 self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
@@ -234,7 +224,7 @@ class Broker:
         shutil.rmtree(node_dir, ignore_errors=True)
         config, plugins = "", []
         if list(install.bin.glob("../lib/rabbitmq_server-*/plugins/rabbitmq_management-*")) \
-                and port_is_free(self.management_port):
+                and rabbitmq.port_is_free(self.management_port):
             plugins = ["rabbitmq_management"]
             config = f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
             self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
