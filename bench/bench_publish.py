@@ -25,7 +25,7 @@ def blocking_rate(url: str, queue: str, tasks: int, confirm: bool) -> float:
     channel = connection.channel()
     if confirm:
         channel.confirm_delivery()  # basic_publish now waits for each confirm
-    messages = [wq.task_message(task_id, 0.0) for task_id in range(1, tasks + 1)]
+    messages = [wq.task_message(task_id, 0.0, f"bench.{task_id}") for task_id in range(1, tasks + 1)]
     start = time.perf_counter()
     for body, properties in messages:
         channel.basic_publish("", queue, body, properties)

@@ -109,7 +109,7 @@ def run_workers(url: str, commands: list[list[str]], queue: str, durations: list
             publish(url, queue, durations)
         for process in processes:
             process.wait()
-        return [event for event in events.read(str(path)) if event] if path.exists() else []
+        return [e for e in events.read(str(path)) if e and e["event"] == "done"] if path.exists() else []
 
 
 def makespan(events: list[dict]) -> float:
