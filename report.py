@@ -153,7 +153,8 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
         runs[task_key(event)].append(event)
     twice = [runs_of_task for key, runs_of_task in runs.items() if len(runs_of_task) > 1 and key in done_keys]
     for runs_of_task in twice:
-        workers_seen = ", ".join(str(e["worker"]) for e in runs_of_task)
+        workers_seen = ", ".join(str(e["worker"]) + ("" if e.get("acked", True) else " (its ack was lost)")
+                                 for e in runs_of_task)
         lines.append(f"DONE MORE THAN ONCE: task {task_name(runs_of_task[0])} "
                      f"({len(runs_of_task)} times: {workers_seen})")
     parked = {task_key(e) for e in failed if e.get("outcome") == "parked"}

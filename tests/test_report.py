@@ -50,7 +50,7 @@ def test_report_names_tasks_not_done_done_twice_and_foreign():
     text, complete = report(events([published(1, 1), published(2, 1)], runs), 2, 80)
     assert not complete
     assert "NOT DONE: task(s) 2" in text
-    assert "DONE MORE THAN ONCE: task 1 (2 times: a, b)" in text
+    assert "DONE MORE THAN ONCE: task 1 (2 times: a (its ack was lost), b)" in text
     assert "also done: 1 task(s) this run did not publish" in text
 
 
