@@ -15,12 +15,8 @@ KINDS = {"consumer.py": c.consumer_command, "tutorial": c.tutorial_command}
 
 
 def tasks_per_second(url: str, kind: str, workers: int, tasks: int) -> float:
-    queue = c.fresh_queue(url)
-    c.publish(url, queue, [0.0] * tasks)
-    done = c.run_workers(url, [KINDS[kind](url, queue, f"w{i}", c.EVENTS) for i in range(workers)], queue, None)
-    c.delete_queue(url, queue)
-    assert len(done) == tasks, f"{kind}: {len(done)} of {tasks} tasks done"
-    return tasks / c.makespan(done)
+    return c.zero_second_rate(url, lambda queue: [KINDS[kind](url, queue, f"w{i}", c.EVENTS) for i in range(workers)],
+                              tasks)
 
 
 def main() -> None:

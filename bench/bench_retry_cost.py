@@ -29,14 +29,7 @@ def checkout(revision: str, folder: Path) -> Path:
 
 
 def tasks_per_second(url: str, script: Path, tasks: int) -> float:
-    queue = c.fresh_queue(url)
-    c.publish(url, queue, [0.0] * tasks)
-    command = c.consumer_command(url, queue, "w", c.EVENTS)
-    command[1] = str(script)
-    done = c.run_workers(url, [command], queue, None)
-    c.delete_queue(url, queue)
-    assert len(done) == tasks, f"{script}: {len(done)} of {tasks} tasks done"
-    return tasks / c.makespan(done)
+    return c.zero_second_rate(url, lambda queue: [c.consumer_command(url, queue, "w", c.EVENTS, script)], tasks)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pika
@@ -85,9 +85,9 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
             print("  " + "  ".join("-" * width for width in widths))
 
 
-def consumer_command(url: str, queue: str, name: str, events: str) -> list[str]:
-    return [PYTHON, str(ROOT / "consumer.py"), "--url", url, "--queue", queue, "--name", name,
-            "--events", events, "--idle-timeout", "1"]
+def consumer_command(url: str, queue: str, name: str, events: str, script: Path = ROOT / "consumer.py") -> list[str]:
+    return [PYTHON, str(script), "--url", url, "--queue", queue, "--name", name, "--events", events,
+            "--idle-timeout", "1"]
 
 
 def tutorial_command(url: str, queue: str, name: str, events: str, prefetch: int = 1) -> list[str]:
@@ -114,3 +114,13 @@ def run_workers(url: str, commands: list[list[str]], queue: str, durations: list
 
 def makespan(events: list[dict]) -> float:
     return max(e["finished"] for e in events) - min(e["started"] for e in events)
+
+
+def zero_second_rate(url: str, commands: Callable[[str], list[list[str]]], tasks: int) -> float:
+    """Tasks per second of the workers that `commands(queue)` start, on `tasks` zero-second tasks queued first."""
+    queue = fresh_queue(url)
+    publish(url, queue, [0.0] * tasks)
+    done = run_workers(url, commands(queue), queue, None)
+    delete_queue(url, queue)
+    assert len(done) == tasks, f"{commands(queue)[0][1]}: {len(done)} of {tasks} tasks done"
+    return tasks / makespan(done)

@@ -261,13 +261,18 @@ def test_worker_says_what_it_waits_for_in_a_resource_alarm_and_gives_up_on_time(
         client.publish(queue, b"\xff not a task")
     node.ctl("set_vm_memory_high_watermark", "0.000001")  # a memory alarm: publishing is blocked
     try:
-        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--blocked-timeout", "3", "--idle-timeout", "1")
+        worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--blocked-timeout", "3", "--idle-timeout", "0")
         worker.wait_for_output(f"waiting for the broker to confirm the copy in '{queue}.dead'", timeout=10)
         worker.wait_for_output("connection lost (the broker blocked it for 3 s: a memory or disk alarm", timeout=10)
     finally:
         node.ctl("set_vm_memory_high_watermark", "0.4")
-    assert worker.wait(timeout=30) == 0, worker.output
     with BrokerClient(broker.url) as client:
+        # The broker reads the blocked connection's goodbye only once the alarm is over: then the message
+        # goes back to the queue, and the worker, connected again, parks it.
+        wait_until(lambda: client.depth(queue) == 0 and client.depth(queue + ".dead") >= 1, 30,
+                   "the message to be parked once the alarm cleared")
+        worker.signal()
+        assert worker.wait(timeout=30) == 0, worker.output
         assert client.depth(queue) == 0
         assert 1 <= len(client.drain(queue + ".dead")) <= 2, "parked once the alarm cleared; at worst twice"
 
