@@ -450,7 +450,6 @@ def choose_mode(mode: str) -> str:
 class Demo:
     def __init__(self, settings: dict) -> None:
         self.settings = settings
-        self.director_done = threading.Event()
         self.url = os.environ.get("AMQP_URL") or wq.DEFAULT_URL
         self.queue = os.environ.get("TASK_QUEUE") or wq.DEFAULT_QUEUE
         folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
