@@ -264,7 +264,7 @@ class ConfirmedPublishing:
     def on_setup_deadline(self) -> None:
         self.fatal = wq.Fatal(f"the broker did not answer within {wq.setup_seconds(self.args.connect_timeout):g} s "
                               f"while the publisher declared queue {self.args.queue!r} and turned on confirms "
-                              "(a quorum queue left without a leader by a crash?); giving up")
+                              f"{wq.UNANSWERED_HINT}")
         self.abandon()
 
     def abandon(self) -> None:
@@ -329,7 +329,7 @@ class ConfirmedPublishing:
         silence = 2 * wq.setup_seconds(self.args.connect_timeout)
         if self.in_flight and not self.blocked and time.monotonic() - self.heard_from_broker > silence:
             self.fatal = wq.Fatal(f"the broker confirmed nothing for {silence:g} s while {len(self.in_flight)} "
-                                  "task(s) waited (a quorum queue left without a leader by a crash?); giving up")
+                                  f"task(s) waited {wq.UNANSWERED_HINT}")
             self.abandon()
             return
         self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch)

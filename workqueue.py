@@ -33,6 +33,8 @@ QUEUE_TYPES = ("quorum", "classic")
 DEFAULT_CONNECT_TIMEOUT = 15.0
 # The least time, in seconds, that setting up (declaring queues, subscribing, confirms) may take.
 MIN_SETUP_SECONDS = 5.0
+# The likely cause, when a broker leaves a request unanswered for ever; every such error names it.
+UNANSWERED_HINT = "(a quorum queue left without a leader by a crash?); giving up"
 # First and longest pause between connection attempts, in seconds.
 RETRY_DELAY_FIRST, RETRY_DELAY_MAX = 0.5, 5.0
 # A task asking for more seconds of work than this is rejected as absurd, not run.
@@ -265,8 +267,8 @@ def deadline(seconds: float, what: str, program: str, last_words: Callable[[], N
     """
     def expire() -> None:
         last_words()
-        print(f"{program}: error: the broker did not answer within {seconds:g} s while {what} "
-              "(a quorum queue left without a leader by a crash?); giving up", file=sys.stderr, flush=True)
+        print(f"{program}: error: the broker did not answer within {seconds:g} s while {what} {UNANSWERED_HINT}",
+              file=sys.stderr, flush=True)
         os._exit(1)
     watchdog = threading.Timer(seconds, expire)
     watchdog.daemon = True
