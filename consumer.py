@@ -182,7 +182,8 @@ class Worker:
         except Exception as error:  # whatever else a sender found: the message is parked, the worker lives
             self.park(method, properties, body, f"unreadable: {type(error).__name__}: {str(error)[:200]}", earlier)
             return
-        task = task._replace(attempt=failures.failures_so_far(headers) + 1)
+        if failed_before := failures.failures_so_far(headers):
+            task = task._replace(attempt=failed_before + 1)
         wq.log(self.name, f"started {task.label} ({task.seconds:g} s{self.which_try(task, method, earlier)})")
         self.note(events.started(self.name, task.task_id, task.seconds, task.attempt, properties.message_id,
                                  task.label))
@@ -224,6 +225,8 @@ class Worker:
 
     def which_try(self, task: wq.Task, method, earlier: int | None) -> str:
         """', attempt 2' after a failure, ', delivery 3' after crashes: what a log line says of a repeat."""
+        if task.attempt == 1 and not earlier and not method.redelivered:
+            return ""
         words = [f"attempt {task.attempt}"] if task.attempt > 1 else []
         if earlier:
             words.append(f"delivery {earlier + 1}")

@@ -204,7 +204,10 @@ def events_file(path: str) -> str:
 
 
 def log(who: str, text: str) -> None:
-    print(f"[{who}] {text}", flush=True)
+    # One write per line, also under PYTHONUNBUFFERED (where print writes the text and its newline apart):
+    # a worker's lines are on its critical path, between a task's delivery and its ack.
+    sys.stdout.write(f"[{who}] {text}\n")
+    sys.stdout.flush()
 
 
 def fail(program: str, error: Exception) -> int:
@@ -410,16 +413,17 @@ def task_message(task_id: int, seconds: float, message_id: str,
 
     The message_id stays the same when a task is sent again, so a worker can tell a copy from a new task.
     """
-    fields = {"task_id": task_id, "seconds": seconds}
-    if fail_attempts:
-        fields["fail_attempts"] = fail_attempts
+    # The text json.dumps would give, formatted directly: the publisher makes one per task, and json.dumps
+    # costs as much as the rest of the message. seconds is a finite float (seconds_value, the task format).
+    more = f', "fail_attempts": {fail_attempts}' if fail_attempts else ""
+    body = f'{{"task_id": {task_id}, "seconds": {float(seconds)!r}{more}}}'
     properties = pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,  # written to disk: survives a broker restart
         content_type=JSON_CONTENT_TYPE,
         message_id=message_id,
         timestamp=int(time.time()),
     )
-    return json.dumps(fields).encode(), properties
+    return body.encode(), properties
 
 
 def run_prefix() -> str:
@@ -458,18 +462,19 @@ def load_json(text: str) -> object:
 
 
 def json_task(fields: object) -> Task:
-    if not isinstance(fields, dict):
+    # Checked with `type(...) is`: json.loads makes exact ints, floats and bools, and a bool is not a number here.
+    if type(fields) is not dict:
         raise BadTask("JSON body is not an object with task_id and seconds")
-    missing = [name for name in ("task_id", "seconds") if name not in fields]
-    if missing:
+    if "task_id" not in fields or "seconds" not in fields:
+        missing = [name for name in ("task_id", "seconds") if name not in fields]
         raise BadTask(f"missing field(s): {', '.join(missing)}")
     task_id = fields["task_id"]
-    if not isinstance(task_id, int) or isinstance(task_id, bool):
+    if type(task_id) is not int:
         raise BadTask(f"task_id is not a whole number: {short(task_id)}")
-    if abs(task_id) > MAX_TASK_ID:
+    if not -MAX_TASK_ID <= task_id <= MAX_TASK_ID:
         raise BadTask(f"task_id is out of range: {short(task_id)}")
     fail_attempts = fields.get("fail_attempts", 0)
-    if not isinstance(fail_attempts, int) or isinstance(fail_attempts, bool) or not 0 <= fail_attempts <= 1000:
+    if type(fail_attempts) is not int or not 0 <= fail_attempts <= 1000:
         raise BadTask(f"fail_attempts is not a whole number from 0 to 1000: {short(fail_attempts)}")
     return Task(task_id, checked_seconds(fields["seconds"]), f"task {task_id}", fail_attempts)
 
@@ -483,6 +488,8 @@ def parse_text_task(text: str) -> Task:
 
 
 def checked_seconds(seconds: object) -> float:
+    if type(seconds) is float and 0 <= seconds <= MAX_TASK_SECONDS:  # the usual case; NaN fails the comparison
+        return seconds
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         raise BadTask(f"seconds is not a number: {short(seconds)}")
     if isinstance(seconds, float) and not math.isfinite(seconds):

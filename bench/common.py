@@ -65,6 +65,15 @@ def publish(url: str, queue: str, durations: list[float]) -> None:
         sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
 
 
+def fill(url: str, queue: str, tasks: int, queue_type: str = "quorum") -> None:
+    """Queue `tasks` zero-second tasks, through publisher.py itself."""
+    result = subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--url", url, "--queue", queue, "--queue-type",
+                             queue_type, "--count", str(tasks), "--min-seconds", "0", "--max-seconds", "0"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 
 import pytest
 
+import events
 import failures
 import workqueue as wq
 from helpers import PYTHON, ROOT
@@ -25,6 +27,43 @@ def test_task_message_is_persistent_json_with_id_and_timestamp():
     assert properties.message_id == "run.3" and properties.timestamp
     assert wq.parse_task(body, properties.content_type) == wq.Task(3, 2.41, "task 3")
     assert wq.run_prefix() != wq.run_prefix(), "message ids differ from one run to the next"
+
+
+@pytest.mark.parametrize("task_id, seconds, fail_attempts", [(1, 0.0, 0), (3, 2.41, 0), (-7, 3600.0, 2),
+                                                              (2**63 - 1, 1e-05, 1000), (12, 0.1 + 0.2, 0)])
+def test_task_body_is_the_json_of_its_fields(task_id, seconds, fail_attempts):
+    body, _ = wq.task_message(task_id, seconds, "run.1", fail_attempts)
+    fields = {"task_id": task_id, "seconds": seconds, **({"fail_attempts": fail_attempts} if fail_attempts else {})}
+    assert body == json.dumps(fields).encode(), "the same bytes json.dumps gives, formatted by hand"
+
+
+STRANGE_TEXT = ['plain', 'with "quotes" and \\ backslash', "new\nline\ttab", "caf\u00e9 \u2603 \U0001F600", "\x00\x1f"]
+
+
+@pytest.mark.parametrize("text", STRANGE_TEXT)
+def test_event_lines_are_the_json_of_their_fields(text):
+    """The per-task events are formatted by hand for speed: each line must be exactly json.dumps of its fields."""
+    line = events.started(text, 5, 1.5, 2, text, text)
+    fields = json.loads(line)
+    assert line == json.dumps(fields) and fields["worker"] == fields["label"] == fields["message_id"] == text
+    assert fields["event"] == "started" and fields["task_id"] == 5 and fields["attempt"] == 2
+    line = events.attempt("failed", text, None, 0.0, 1.25, 2.5, False, 3, None, text, error=text, outcome="parked")
+    assert line == json.dumps({"event": "failed", "worker": text, "task_id": None, "seconds": 0.0, "started": 1.25,
+                               "finished": 2.5, "acked": False, "attempt": 3, "message_id": None, "label": text,
+                               "error": text, "outcome": "parked"})
+    line = events.published(2**63 - 1, 0.01, text)
+    assert json.loads(line) == {"event": "published", "task_id": 2**63 - 1, "seconds": 0.01, "message_id": text,
+                                "published": json.loads(line)["published"]}
+    assert events.checked(line) is not None
+
+
+def test_log_line_is_written_in_one_piece(monkeypatch):
+    """Workers sharing a terminal or a pipe: one write per line, so that no line is cut by another's."""
+    writes: list[str] = []
+    monkeypatch.setattr(sys, "stdout", type("Recorder", (), {"write": lambda _, text: writes.append(text),
+                                                             "flush": lambda _: None})())
+    wq.log("worker-1", "done task 3 in 0.50 s")
+    assert writes == ["[worker-1] done task 3 in 0.50 s\n"]
 
 
 @pytest.mark.parametrize("text, seconds", [("Hello World!", 0.0), ("First message.", 1.0), ("a...b..", 5.0)])
