@@ -78,7 +78,7 @@ def published(task_id: int, seconds: float, message_id: str) -> str:
 def attempt(kind: str, worker: str, task_id: int | None, seconds: float, started: float, finished: float,
             acked: bool, attempt_number: int, message_id: str | None, label: str, **more: str) -> str:
     """A worker's "done" or "failed" event; a failed one has the `error` and its `outcome` in `more`."""
-    extra = "".join(f", {text(name)}: {text(value)}" for name, value in more.items())
+    extra = "".join(f", {text(name)}: {text(value)}" for name, value in more.items()) if more else ""
     return (f'{{"event": {text(kind)}, "worker": {text(worker)}, "task_id": {task_number(task_id)}, '
             f'"seconds": {seconds!r}, "started": {started!r}, "finished": {finished!r}, '
             f'"acked": {"true" if acked else "false"}, "attempt": {attempt_number}, "message_id": {text(message_id)}, '

@@ -113,7 +113,7 @@ def one_round(url: str, queue_type: str, bursts: int, tasks: int, folder: Path) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=11, help="rounds, each with fresh workers (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds, each with fresh workers (default %(default)s)")
     parser.add_argument("--bursts", type=int, default=3, help="bursts per worker in a round (default %(default)s)")
     parser.add_argument("--tasks", type=int, default=400, help="tasks per burst (default %(default)s)")
     parser.add_argument("--queue-types", default="quorum,classic")
