@@ -310,7 +310,8 @@ class ConfirmedPublishing:
 
     def publish_more(self) -> None:
         window: list[bytes] = []
-        while not self.interrupted and len(self.in_flight) < CONFIRM_WINDOW:
+        sendable = self.channel.is_open and not self.closing  # basic_publish's own check, once per window
+        while sendable and not self.interrupted and len(self.in_flight) < CONFIRM_WINDOW:
             task = self.tasks.next()
             if task is None:
                 break
