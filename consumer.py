@@ -326,6 +326,7 @@ def stop_on_signals(worker: Worker) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wq.show_any_text()
     args = parse_args(argv)
     worker = Worker(args)
     stop_on_signals(worker)

@@ -616,6 +616,7 @@ class Director:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wq.show_any_text()
     try:
         settings = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:

@@ -459,6 +459,7 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wq.show_any_text()
     args = parse_args(argv)
     run = Run(args)
     for signum in (signal.SIGINT, signal.SIGTERM):

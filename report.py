@@ -9,6 +9,7 @@ Exits 0 when every task the publisher confirmed was done, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import sys
 from collections import defaultdict
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report.py: error: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1
     text, complete = report(events, args.workers, args.width)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # as workqueue.show_any_text: report.py needs no pika
+        sys.stdout.reconfigure(errors="backslashreplace")
     print(text)
     return 0 if complete else 1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import math
@@ -201,6 +202,16 @@ def events_file(path: str) -> str:
     except OSError as error:
         raise argparse.ArgumentTypeError(f"cannot write to {path!r}: {error.strerror}") from None
     return path
+
+
+def show_any_text() -> None:
+    """Have stdout escape what its encoding cannot show, instead of raising.
+
+    Log lines carry a sender's text (a task's label, a bad value, a queue or worker name): on an ascii or
+    latin-1 terminal, one character outside it would raise UnicodeEncodeError and end the program.
+    """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def log(who: str, text: str) -> None:

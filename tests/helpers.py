@@ -45,7 +45,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 class WorkerProcess:
     """consumer.py running in the background, its output collected in a file."""
 
-    def __init__(self, url: str, queue: str, folder: Path, name: str, *args: str) -> None:
+    def __init__(self, url: str, queue: str, folder: Path, name: str, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.events = folder / "events.jsonl"
         self.output_path = folder / f"{name}.out"
@@ -53,11 +54,12 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [PYTHON, str(ROOT / "consumer.py"), "--queue", queue, "--name", name,
                  "--events", str(self.events), *args],
-                env=script_env(url), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                env={**script_env(url), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
 
     @property
     def output(self) -> str:
-        return self.output_path.read_text()
+        return self.output_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 20) -> None:
         wait_until(lambda: text in self.output, timeout, f"{self.name} to print {text!r}; it printed:\n{self.output}")

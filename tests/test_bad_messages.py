@@ -115,6 +115,27 @@ def test_no_message_can_crash_a_worker(broker, queue, tmp_path, queue_type):
         assert reason in properties.headers["x-dead-reason"]
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_text_the_terminal_cannot_show_is_escaped_not_a_crash(broker, queue, tmp_path, encoding):
+    """A sender's text reaches the log (a task's label, a bad value): on a terminal whose encoding lacks a
+    character, the worker escapes it and carries on."""
+    with BrokerClient(broker.url) as client:
+        client.declare_quorum(queue)
+        client.publish(queue, "caf\u00e9 \u2603!".encode())  # the tutorial's text, with no dot: 0 s
+        client.publish(queue, b'{"task_id": 1, "seconds": "\\u2603"}', "application/json")  # parked, with its value
+        client.publish_task(queue, 2, 0)
+    worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1",
+                           env={"PYTHONIOENCODING": encoding})
+    assert worker.wait() == 0, worker.output
+    output = worker.output
+    assert "Traceback" not in output and "\\u2603" in output, output
+    done = [e for e in read_events(tmp_path / "events.jsonl") if e["acked"]]
+    assert sorted(str(e["task_id"]) for e in done) == ["2", "None"]
+    assert "'caf\u00e9 \u2603!'" in {e["label"] for e in done}, "the events file keeps the text as it was"
+    with BrokerClient(broker.url) as client:
+        assert len(client.drain(queue + ".dead")) == 1
+
+
 def test_delivery_count_is_checked_before_the_body_is_read(broker, queue, tmp_path):
     with BrokerClient(broker.url) as client:
         client.declare_quorum(queue)

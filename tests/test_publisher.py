@@ -70,6 +70,18 @@ def test_publisher_frames_are_pikas_own(broker, queue):
     assert [task.task_id for task in tasks] == list(range(1, 51)) and tasks[0].seconds == 0.5
 
 
+def test_a_queue_name_the_terminal_cannot_show_is_escaped_not_a_crash(broker, queue):
+    name = f"{queue}-\u2603"
+    result = subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--queue", name, "--count", "3"],
+                            env={**script_env(broker.url), "PYTHONIOENCODING": "ascii"}, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    with BrokerClient(broker.url) as client:
+        depth = client.depth(name)
+        client.channel.queue_delete(name)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert f"3 of 3 tasks confirmed on queue '{queue}-\\u2603'" in result.stdout and depth == 3
+
+
 def test_large_count_shows_progress_on_a_terminal_only(broker, queue):
     args = [PYTHON, str(ROOT / "publisher.py"), "--queue", queue, "--count", "20000",
             "--min-seconds", "0", "--max-seconds", "0"]

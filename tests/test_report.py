@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from events import Events, load
+from helpers import ROOT
 from report import greedy_makespan, main, report, timeline
 
 
@@ -70,6 +74,15 @@ def test_report_command_exit_code_follows_completeness(tmp_path, capsys):
     assert main([str(path), "--width", "60"]) == 1
     assert main([str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_report_escapes_text_the_terminal_cannot_show(tmp_path):
+    path = tmp_path / "events.jsonl"
+    text_task = {**done("w\u2603", 1, 0, 0.5), "task_id": None, "message_id": None, "label": "'caf\u00e9 \u2603'"}
+    path.write_text(json.dumps(text_task) + "\n")
+    result = subprocess.run([sys.executable, str(ROOT / "report.py"), str(path), "--width", "60"], text=True,
+                            capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=30)
+    assert "Traceback" not in result.stderr and "w\\u2603" in result.stdout, result.stdout + result.stderr
 
 
 def test_report_shows_retries_and_parked_tasks():
