@@ -33,22 +33,25 @@ import workqueue as wq
 from bench import common as c
 
 GOALS = {"quorum": 0.95, "classic": 0.98}
-KINDS = ("bare", "consumer.py", "control")
+# The workers of a round: a name, and the worker script (None: the bare worker).
+WORKERS: dict[str, Path | None] = {"bare": None, "consumer.py": c.ROOT / "consumer.py", "control": None}
 # Part of each burst left out: its first tasks are consumed while the rest are still being published.
 WARM_UP = 0.1
 
 
 class Subscribed:
-    """A worker process subscribed to a queue of its own, for one round."""
+    """A worker process subscribed to a queue of its own, for one round: a consumer.py (of some version),
+    which tells its tasks' ends in its events file, or the bare worker."""
 
-    def __init__(self, kind: str, url: str, queue_type: str, folder: Path) -> None:
-        self.kind = kind
+    def __init__(self, name: str, script: Path | None, url: str, queue_type: str, folder: Path) -> None:
+        self.name = name
+        self.script = script
         self.url = url
         self.queue = c.fresh_queue(url, queue_type)
         self.times = folder / f"{self.queue}.json"
-        if kind == "consumer.py":
-            command = [*c.consumer_command(url, self.queue, "w", str(self.times)), "--queue-type", queue_type,
-                       "--idle-timeout", "0"]
+        if script is not None:
+            command = [*c.consumer_command(url, self.queue, "w", str(self.times), script), "--queue-type",
+                       queue_type, "--idle-timeout", "0"]
             self.log = (folder / f"{self.queue}.log").open("w")
         else:
             command = [c.PYTHON, "-m", "bench.bare_worker", "--url", url, "--queue", self.queue,
@@ -64,7 +67,7 @@ class Subscribed:
 
     def finish_times(self) -> dict[int, float]:
         """{task id: when it ended}, once the worker has exited."""
-        if self.kind == "consumer.py":
+        if self.script is not None:
             return {e["task_id"]: e["finished"] for e in events.read(str(self.times)) if e and e["event"] == "done"}
         return {int(task_id): at for task_id, at in json.loads(self.times.read_text()).items()}
 
@@ -91,8 +94,10 @@ def give_burst(channel, worker: Subscribed, first_id: int, tasks: int) -> None:
     time.sleep(0.02)  # the last task taken is done and acked within a millisecond
 
 
-def one_round(url: str, queue_type: str, bursts: int, tasks: int, folder: Path) -> dict[str, float]:
-    workers = [Subscribed(kind, url, queue_type, folder) for kind in KINDS]
+def one_round(url: str, queue_type: str, bursts: int, tasks: int, folder: Path,
+              kinds: dict[str, Path | None] = WORKERS) -> dict[str, float]:
+    """Each worker's speed in one round of fresh workers taking bursts in turn."""
+    workers = [Subscribed(name, script, url, queue_type, folder) for name, script in kinds.items()]
     try:
         for worker in workers:
             c.wait_for_consumers(url, worker.queue, 1)
@@ -108,7 +113,7 @@ def one_round(url: str, queue_type: str, bursts: int, tasks: int, folder: Path) 
     finally:
         for worker in workers:
             worker.stop()
-    return {worker.kind: worker.speed() for worker in workers}
+    return {worker.name: worker.speed() for worker in workers}
 
 
 def main() -> None:
@@ -122,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, c.broker_url() as url:
         for queue_type in args.queue_types.split(","):
             rounds = [one_round(url, queue_type, args.bursts, args.tasks, Path(folder)) for _ in range(args.rounds)]
-            speeds = {kind: [speed[kind] for speed in rounds] for kind in KINDS}
+            speeds = {name: [speed[name] for speed in rounds] for name in WORKERS}
             ratios = [speed["consumer.py"] / speed["bare"] for speed in rounds]
             control = [speed["control"] / speed["bare"] for speed in rounds]
             rows.append([queue_type, round(c.median(speeds["consumer.py"])), round(c.median(speeds["bare"])),

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""What the retry machinery costs a worker whose tasks all succeed: consumer.py now, against consumer.py as
-it was before retries (taken from git), side by side on the same zero-second tasks, rounds alternating.
+"""What the retry machinery costs a worker whose tasks all succeed: consumer.py now against consumer.py as
+it was before retries (taken from git), on zero-second tasks, in bench_overhead's rounds: fresh workers
+each round, taking bursts of tasks in turn; speed from the median time between two tasks' ends. "before
+again", a second copy of the old worker, is the noise.
 
-Goal: no measurable cost (ratio within the noise, which the old worker against itself shows).
+Goal: no measurable cost (a ratio within the control's noise).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bench import common as c
+from bench.bench_overhead import one_round
 
 # The last commit before retries, bad-message hardening and the started events.
 BEFORE = "71d6e4a"
@@ -28,28 +31,24 @@ def checkout(revision: str, folder: Path) -> Path:
     return folder / "consumer.py"
 
 
-def tasks_per_second(url: str, script: Path, tasks: int) -> float:
-    return c.zero_second_rate(url, lambda queue: [c.consumer_command(url, queue, "w", c.EVENTS, script)], tasks)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=400, help="tasks per burst (default %(default)s)")
     parser.add_argument("--before", default=BEFORE, help="the git revision to compare with (default %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, c.broker_url() as url:
-        old = checkout(args.before, Path(folder))
-        scripts = {"now": c.ROOT / "consumer.py", "before": old, "before, again": old}
-        rates: dict[str, list[float]] = {kind: [] for kind in scripts}
-        for _ in range(args.runs):  # alternating, so drift on a noisy machine hits all alike
-            for kind, script in scripts.items():
-                rates[kind].append(tasks_per_second(url, script, args.tasks))
-    base = c.median(rates["before"])
-    rows = [[kind, round(c.median(values)), c.median(values) / base] for kind, values in rates.items()]
-    c.table(f"Retry machinery on the happy path: {args.tasks} zero-second tasks, 1 worker, prefetch 1, quorum queue, "
-            f"median of {args.runs} (consumer.py now against {args.before}; 'before, again' is the noise)",
-            ["worker", "tasks/s", "x before"], rows)
+        (Path(folder) / "before").mkdir()
+        old = checkout(args.before, Path(folder) / "before")
+        workers = {"before": old, "now": c.ROOT / "consumer.py", "before again": old}
+        rounds = [one_round(url, "quorum", args.bursts, args.tasks, Path(folder), workers) for _ in range(args.rounds)]
+    ratios = {name: [speed[name] / speed["before"] for speed in rounds] for name in workers}
+    rows = [[name, round(c.median([speed[name] for speed in rounds])), c.median(ratios[name]),
+             f"{min(ratios[name]):.2f}-{max(ratios[name]):.2f}"] for name in workers]
+    c.table(f"Retry machinery on the happy path: zero-second tasks, prefetch 1, quorum queue, {args.rounds} rounds of "
+            f"fresh workers, each taking {args.bursts} bursts of {args.tasks} in turn (consumer.py now against "
+            f"{args.before}; 'before again' is the noise)", ["worker", "tasks/s", "x before", "range"], rows)
 
 
 if __name__ == "__main__":
