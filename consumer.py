@@ -185,8 +185,9 @@ class Worker:
         if failed_before := failures.failures_so_far(headers):
             task = task._replace(attempt=failed_before + 1)
         wq.log(self.name, f"started {task.label} ({task.seconds:g} s{self.which_try(task, method, earlier)})")
-        self.note(events.started(self.name, task.task_id, task.seconds, task.attempt, properties.message_id,
-                                 task.label))
+        if self.events.path:  # made only for a file: the line would cost time between delivery and work
+            self.note(events.started(self.name, task.task_id, task.seconds, task.attempt, properties.message_id,
+                                     task.label))
         started, clock = time.time(), time.monotonic()
         failure: BaseException | None = None
         try:
@@ -288,10 +289,11 @@ class Worker:
     def record(self, kind: str, task: wq.Task, properties, times: tuple[float, float], acked: bool,
                **more) -> None:
         """An events line: when the work started and ended, and whether the broker has forgotten the task."""
-        self.note(events.attempt(kind, self.name, task.task_id, task.seconds, *times, acked, task.attempt,
-                                 properties.message_id, task.label, **more))
+        if self.events.path:
+            self.note(events.attempt(kind, self.name, task.task_id, task.seconds, *times, acked, task.attempt,
+                                     properties.message_id, task.label, **more))
 
-    def note(self, event: dict) -> None:
+    def note(self, event: str) -> None:
         problem = self.events.write(event)
         if problem:
             wq.log(self.name, problem)

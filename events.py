@@ -59,7 +59,7 @@ class Writer:
 # The per-task events below are JSON lines formatted by hand: a worker writes two per task, one of them
 # between the delivery and the work, where json.dumps would cost a tenth of a zero-second task's round trip.
 # Numbers are finite (the task format checks seconds; times come from the clock); text goes through
-# json's own string escaping. test_events.py checks each line against json.dumps.
+# json's own string escaping. tests/test_settings_and_format.py checks each line against json.dumps.
 
 
 def text(value: str | None) -> str:

@@ -335,12 +335,12 @@ class ConfirmedPublishing:
             tags = list(itertools.takewhile(lambda tag: tag <= method.delivery_tag, self.in_flight))
         confirmed = []
         for tag in tags:
-            task = self.in_flight.pop(tag)
+            task_id, seconds, message_id = task = self.in_flight.pop(tag)
             if not acked:
-                self.outcome.fail(task[0], task[1], "rejected by the broker")
-            elif self.returned and task[2] in self.returned:
-                self.returned.discard(task[2])
-                self.outcome.fail(task[0], task[1], "unroutable: no queue took it")
+                self.outcome.fail(task_id, seconds, "rejected by the broker")
+            elif message_id in self.returned:
+                self.returned.discard(message_id)
+                self.outcome.fail(task_id, seconds, "unroutable: no queue took it")
             else:
                 confirmed.append(task)
         self.outcome.confirm(confirmed)

@@ -63,6 +63,8 @@ class Subscribed:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=30)
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
         c.delete_queue(self.url, self.queue)
 
     def finish_times(self) -> dict[int, float]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pika
@@ -65,15 +65,6 @@ def publish(url: str, queue: str, durations: list[float]) -> None:
         sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
 
 
-def fill(url: str, queue: str, tasks: int, queue_type: str = "quorum") -> None:
-    """Queue `tasks` zero-second tasks, through publisher.py itself."""
-    result = subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--url", url, "--queue", queue, "--queue-type",
-                             queue_type, "--count", str(tasks), "--min-seconds", "0", "--max-seconds", "0"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"bench: publishing failed:\n{result.stdout[-2000:]}{result.stderr}")
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -104,8 +95,8 @@ def tutorial_command(url: str, queue: str, name: str, events: str, prefetch: int
             "--events", events, "--idle-timeout", "1", "--prefetch", str(prefetch)]
 
 
-def run_workers(url: str, commands: list[list[str]], queue: str, durations: list[float] | None) -> list[dict]:
-    """Start the workers; once all consume, publish `durations` (None: the queue is already full).
+def run_workers(url: str, commands: list[list[str]], queue: str, durations: list[float]) -> list[dict]:
+    """Start the workers; once all consume, publish `durations`.
 
     Returns the events of the tasks they did, once they have all exited.
     """
@@ -113,9 +104,8 @@ def run_workers(url: str, commands: list[list[str]], queue: str, durations: list
         path = Path(folder) / "events.jsonl"
         processes = [subprocess.Popen([str(path) if arg == EVENTS else arg for arg in command], cwd=ROOT,
                                       stdout=subprocess.DEVNULL) for command in commands]
-        if durations is not None:
-            wait_for_consumers(url, queue, len(commands))
-            publish(url, queue, durations)
+        wait_for_consumers(url, queue, len(commands))
+        publish(url, queue, durations)
         for process in processes:
             process.wait()
         return [e for e in events.read(str(path)) if e and e["event"] == "done"] if path.exists() else []
@@ -124,12 +114,3 @@ def run_workers(url: str, commands: list[list[str]], queue: str, durations: list
 def makespan(events: list[dict]) -> float:
     return max(e["finished"] for e in events) - min(e["started"] for e in events)
 
-
-def zero_second_rate(url: str, commands: Callable[[str], list[list[str]]], tasks: int) -> float:
-    """Tasks per second of the workers that `commands(queue)` start, on `tasks` zero-second tasks queued first."""
-    queue = fresh_queue(url)
-    publish(url, queue, [0.0] * tasks)
-    done = run_workers(url, commands(queue), queue, None)
-    delete_queue(url, queue)
-    assert len(done) == tasks, f"{commands(queue)[0][1]}: {len(done)} of {tasks} tasks done"
-    return tasks / makespan(done)
