@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,6 +28,12 @@ from typing import TypeVar
 
 # The Debian wrappers in /usr/sbin switch to the rabbitmq user and the system cookie; these do not.
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# Ports for throwaway nodes start here, clear of the well-known ones below.
+LOWEST_NODE_PORT = 10000
+# Where the kernel's ephemeral ports begin (Linux's default; macOS starts higher).
+EPHEMERAL_PORTS_FROM = 32768
+# A node's Erlang distribution port is its AMQP port plus this.
+DISTRIBUTION_PORT_OFFSET = 20000
 # A fresh node takes 5-8 s to boot on 2 cores; leave room for a loaded machine.
 BOOT_TIMEOUT = 90.0
 # The Debian release that packages each RabbitMQ release we test, for a root of its own.
@@ -66,18 +73,26 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+# Ports free_port_block has handed out in this process.
+_ports_handed_out: set[int] = set()
+
+
 def free_port_block(count: int) -> int:
-    """A base port P such that P .. P+count-1 and their Erlang distribution ports (+20000) are free."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + count + 20000 >= 65535:
-            continue
-        ports = [base + i for i in range(count)] + [base + i + 20000 for i in range(count)]
-        if all(port_is_free(p) for p in ports):
+    """A base port P such that P .. P+count-1 and their Erlang distribution ports (+20000) are free.
+
+    Chosen below the ephemeral ports (32768 and up on Linux, 49152 on macOS), which the kernel gives to the
+    local end of every outgoing connection: a port from there can be taken by some connection between this
+    check and a node binding it (a cluster's node then fails to boot with eaddrinuse). Never the same port
+    twice in a process, so nodes chosen before any of them binds cannot collide either.
+    """
+    highest = EPHEMERAL_PORTS_FROM - DISTRIBUTION_PORT_OFFSET - count
+    for _ in range(500):
+        base = random.randrange(LOWEST_NODE_PORT, highest)
+        ports = {base + i for i in range(count)} | {base + i + DISTRIBUTION_PORT_OFFSET for i in range(count)}
+        if not ports & _ports_handed_out and all(port_is_free(p) for p in ports):
+            _ports_handed_out.update(ports)
             return base
-    raise RuntimeError("no free block of ports on 127.0.0.1")
+    raise RuntimeError(f"no free block of {count} ports on 127.0.0.1 from {LOWEST_NODE_PORT} to {highest}")
 
 
 def consumer_count(url: str, queue: str) -> int | None:
@@ -217,7 +232,7 @@ class RabbitNode:
             "RABBITMQ_NODENAME": self.name,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(port),
-            "RABBITMQ_DIST_PORT": str(port + 20000),
+            "RABBITMQ_DIST_PORT": str(port + DISTRIBUTION_PORT_OFFSET),
             "RABBITMQ_CONF_ENV_FILE": str(inside / "rabbitmq-env.conf"),
             "RABBITMQ_CONFIG_FILE": str(inside / "rabbitmq"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(inside / "advanced.config"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from helpers import (
     run_publisher,
     settled_quorum_queue,
 )
-from rabbitmq import Cluster, RabbitNode, find_install, wait_until
+from rabbitmq import DISTRIBUTION_PORT_OFFSET, Cluster, RabbitNode, find_install, free_port_block, wait_until
 
 # RabbitMQ 4 hands the tasks that consumers on a lost node held back to the queue only after this many
 # milliseconds (60,000 by default); 3.x at once. The cluster here waits less, so the test does too.
@@ -107,3 +108,14 @@ def test_publisher_moves_to_another_node_when_its_node_dies(cluster, tmp_path, c
     with capfd.disabled():
         print(f"\nFAULT cluster: kill -9 of the publisher's node mid-run: published 50000, confirmed "
               f"{len(confirmed)}, sent again {again}, on the queue {depth} ({depth - 50000} twice), lost 0")
+
+
+def test_node_ports_are_none_that_a_connection_can_take_first():
+    """A cluster's nodes get their ports before any of them binds one: no port twice, and none from the range
+    the kernel gives to outgoing connections, where one took a booting node's port (eaddrinuse)."""
+    bases = [free_port_block(4) for _ in range(100)]
+    ports = [base + i + offset for base in bases for i in range(4) for offset in (0, DISTRIBUTION_PORT_OFFSET)]
+    assert len(ports) == len(set(ports)), "no port handed out twice"
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first_ephemeral = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 49152
+    assert max(ports) < first_ephemeral
