@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pika
@@ -200,13 +200,30 @@ def queue_has_messages(client: BrokerClient, queue: str) -> bool:
         return False
 
 
-def once_publishing_started(url: str, queue: str, action) -> threading.Thread:
-    """Run action() in a thread as soon as the publisher's first tasks are on the queue."""
-    def wait_then_act() -> None:
-        with BrokerClient(url) as client:
-            wait_until(lambda: queue_has_messages(client, queue), 30, "the publisher's first tasks")
-        action()
+def publish_with_fault(url: str, queue: str, fault: Callable[[subprocess.Popen], object], *args: str,
+                       watch_url: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run publisher.py and strike it with fault(process) while it is surely mid-run.
 
-    thread = threading.Thread(target=wait_then_act)
-    thread.start()
-    return thread
+    The publisher is paused (SIGSTOP) from the moment its first tasks are on the queue until fault()
+    returns: it sends tens of thousands of tasks a second, so a fault that takes a second to land
+    (rabbitmqctl boots a VM) could otherwise find it already done. A paused process is still a real
+    one: the broker sees its connection open, and whatever the fault did waits for it when it wakes.
+    """
+    process = subprocess.Popen([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args], env=script_env(url),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        with BrokerClient(watch_url or url) as client:
+            wait_until(lambda: queue_has_messages(client, queue) or process.poll() is not None, 30,
+                       "the publisher's first tasks", interval=0.02)
+        process.send_signal(signal.SIGSTOP)
+        assert process.poll() is None, "the publisher finished before the fault: give it more tasks"
+        try:
+            fault(process)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -11,8 +11,8 @@ from helpers import (
     WorkerProcess,
     done_ids,
     elapsed,
-    once_publishing_started,
     one_line_error,
+    publish_with_fault,
     read_events,
     run_publisher,
     script_env,
@@ -107,12 +107,10 @@ def test_unroutable_tasks_are_named_and_exit_1(broker, queue):
             client.channel.queue_delete(queue)
         deleted.set()
 
-    deleter = once_publishing_started(broker.url, queue, delete_queue)
     # A classic queue: deleting a quorum queue under a confirming publisher makes RabbitMQ 3.10 close
     # the whole connection (541 INTERNAL_ERROR) rather than return the messages.
-    result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
-                           "--queue-type", "classic")
-    deleter.join()
+    result = publish_with_fault(broker.url, queue, lambda _: delete_queue(), "--count", "50000",
+                                "--min-seconds", "0", "--max-seconds", "0", "--queue-type", "classic")
     assert deleted.is_set()
     assert result.returncode == 1, result.stdout[-2000:]
     assert "NOT confirmed, unroutable" in result.stdout
@@ -134,12 +132,9 @@ def test_tasks_the_broker_rejects_are_named_and_exit_1(broker, node, queue):
 
 
 def test_publisher_reconnects_and_sends_unconfirmed_tasks_again(broker, node, queue, tmp_path):
-    closer = once_publishing_started(broker.url, queue,
-                                     lambda: node.ctl("close_all_connections", "test: connection cut"))
     events = tmp_path / "published.jsonl"
-    result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
-                           "--events", str(events))
-    closer.join()
+    result = publish_with_fault(broker.url, queue, lambda _: node.ctl("close_all_connections", "test: connection cut"),
+                                "--count", "50000", "--min-seconds", "0", "--max-seconds", "0", "--events", str(events))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "connection lost (ConnectionClosedByBroker" in result.stdout
     assert "reconnecting to publish" in result.stdout
@@ -157,11 +152,9 @@ def test_publisher_reconnects_and_sends_unconfirmed_tasks_again(broker, node, qu
 
 
 def test_tasks_never_confirmed_are_named_when_the_broker_stays_down(broker, node, queue):
-    crasher = once_publishing_started(broker.url, queue, node.kill)
     # A classic queue: a quorum queue crashed this soon after its creation may come back leaderless.
-    result = run_publisher(broker.url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
-                           "--queue-type", "classic", "--connect-timeout", "1")
-    crasher.join()
+    result = publish_with_fault(broker.url, queue, lambda _: node.kill(), "--count", "50000", "--min-seconds", "0",
+                                "--max-seconds", "0", "--queue-type", "classic", "--connect-timeout", "1")
     assert result.returncode == 1
     assert "cannot reach RabbitMQ" in result.stderr and "Traceback" not in result.stderr
     confirmed = int(re.search(r"(\d+) of 50000 tasks confirmed", result.stdout).group(1))

@@ -15,7 +15,7 @@ from helpers import (
     BrokerClient,
     WorkerProcess,
     fault_figures,
-    once_publishing_started,
+    publish_with_fault,
     read_events,
     run_publisher,
     settled_quorum_queue,
@@ -89,12 +89,10 @@ def test_publisher_moves_to_another_node_when_its_node_dies(cluster, tmp_path, c
     url = cluster_url(cluster)
     published = tmp_path / "published.jsonl"
 
-    killer = once_publishing_started(r2.url, queue, r1.kill)
     try:
-        result = run_publisher(url, queue, "--count", "50000", "--min-seconds", "0", "--max-seconds", "0",
-                               "--events", str(published), timeout=120)
+        result = publish_with_fault(url, queue, lambda _: r1.kill(), "--count", "50000", "--min-seconds", "0",
+                                    "--max-seconds", "0", "--events", str(published), watch_url=r2.url, timeout=120)
     finally:
-        killer.join()
         r1.start()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "connection lost" in result.stdout and "reconnecting to publish" in result.stdout

@@ -13,7 +13,7 @@ import pytest
 
 import publisher
 import workqueue as wq
-from helpers import PYTHON, ROOT, BrokerClient, once_publishing_started, read_events, run_publisher, script_env
+from helpers import PYTHON, ROOT, BrokerClient, publish_with_fault, read_events, run_publisher, script_env
 
 
 def test_publishing_without_failures_sends_each_task_once(broker, queue, tmp_path):
@@ -124,12 +124,10 @@ def id_set(ranges: str) -> set[int]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_every_task_is_accounted_for_exactly_once_when_interrupted(broker, queue, tmp_path, signum):
     events = tmp_path / "published.jsonl"
-    process = subprocess.Popen([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, "--count", "100000",
-                                "--min-seconds", "0", "--max-seconds", "0", "--events", str(events)],
-                               env=script_env(broker.url), stdout=subprocess.PIPE, text=True)
-    once_publishing_started(broker.url, queue, lambda: process.send_signal(signum)).join()
-    output = process.communicate(timeout=60)[0]
-    assert process.returncode == 1, output[-2000:]
+    result = publish_with_fault(broker.url, queue, lambda process: process.send_signal(signum), "--count", "100000",
+                                "--min-seconds", "0", "--max-seconds", "0", "--events", str(events))
+    output = result.stdout
+    assert result.returncode == 1, output[-2000:] + result.stderr
     assert "interrupted: sending no more tasks; waiting up to 5 s for the confirms" in output
     summary, not_confirmed = output.strip().splitlines()[-2:]
     confirmed = int(re.search(r"\] (\d+) of 100000 tasks confirmed", summary).group(1))
