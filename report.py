@@ -109,7 +109,8 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
     foreign = [event for event in acked if not this_run(event)]
     acked = [event for event in acked if this_run(event)]
     failed = [event for event in events.failed if this_run(event)]
-    lines = [f"{len(published) or len(acked)} task(s) published, {len(acked)} done"]
+    lines = [f"{len(published)} task(s) published, {len(acked)} done" if published else
+             f"{len(acked)} done; no published events in the file, so tasks not done cannot be named"]
     if events.skipped:
         lines.append(f"skipped {events.skipped} line(s) of the events file that are not whole events")
     if not acked and not failed:

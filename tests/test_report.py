@@ -123,3 +123,10 @@ def test_report_of_a_file_with_no_events_does_not_crash(tmp_path, junk, capsys):
     path.write_text(junk)
     assert main([str(path), "--width", "60"]) == 0
     assert "no task was done" in capsys.readouterr().out
+
+
+def test_report_of_workers_events_alone_claims_nothing_about_what_was_published():
+    text, complete = report(events([], [done("a", 1, 0, 1), done("b", 2, 0, 1)]), None, 80)
+    assert complete
+    assert text.splitlines()[0] == "2 done; no published events in the file, so tasks not done cannot be named"
+    assert "published," not in text
