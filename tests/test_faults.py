@@ -6,6 +6,8 @@ Each test prints its figures (published, confirmed, done, duplicates, lost) in a
 from __future__ import annotations
 
 import random
+import re
+import signal
 import subprocess
 import time
 
@@ -54,14 +56,31 @@ def test_workers_finish_everything_across_a_broker_restart(broker, node, queue, 
     assert figures["duplicates"] <= 2, "only a task in flight at the restart, one per worker, may be done again"
 
 
+# A worker's log line when it takes a task, and the task's length: "[w1] started task 7 (0.12 s, delivery 2)".
+STARTED_LINE = re.compile(r"\[[^]]+\] started task \d+ \(([\d.]+) s")
+
+
 def kill_mid_task(worker: WorkerProcess, timeout: float = 3) -> bool:
-    """kill -9 the worker while its last line says it started a task; False if it never got one."""
+    """kill -9 the worker while it surely runs a task, before its ack; False if it never got one.
+
+    Its last line saying "started" is not enough: the task may end, and be acked, between our reading
+    that line and the kill, and a task acked but not recorded would count as lost. So the worker is
+    paused (SIGSTOP) first, and killed only if it wrote that line less than the task's length ago:
+    its ack comes after the work, so it cannot have been sent.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = worker.output.strip().splitlines()
-        if lines and lines[-1].startswith(f"[{worker.name}] started task"):
-            worker.kill()
-            return True
+        if lines and STARTED_LINE.match(lines[-1]):
+            worker.signal(signal.SIGSTOP)
+            paused_at = time.time()
+            lines = worker.output.strip().splitlines()
+            started = STARTED_LINE.match(lines[-1])
+            # 0.8: room for the coarse clock of file times (a few ms) against tasks of 0.1 s and more.
+            if started and paused_at - worker.output_path.stat().st_mtime < 0.8 * float(started.group(1)):
+                worker.kill()
+                return True
+            worker.signal(signal.SIGCONT)
         time.sleep(0.005)
     return False
 
