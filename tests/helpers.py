@@ -28,9 +28,13 @@ def script_env(url: str) -> dict[str, str]:
     return env
 
 
+def publisher_command(queue: str, *args: str) -> list[str]:
+    return [PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args]
+
+
 def run_publisher(url: str, queue: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args], env=script_env(url),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(publisher_command(queue, *args), env=script_env(url), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -209,8 +213,8 @@ def publish_with_fault(url: str, queue: str, fault: Callable[[subprocess.Popen],
     (rabbitmqctl boots a VM) could otherwise find it already done. A paused process is still a real
     one: the broker sees its connection open, and whatever the fault did waits for it when it wakes.
     """
-    process = subprocess.Popen([PYTHON, str(ROOT / "publisher.py"), "--queue", queue, *args], env=script_env(url),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(publisher_command(queue, *args), env=script_env(url), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         with BrokerClient(watch_url or url) as client:
             wait_until(lambda: queue_has_messages(client, queue) or process.poll() is not None, 30,
