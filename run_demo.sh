@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # The work-queue demo in one command: a broker, workers, a publisher, then a report of who did what.
-# This sets up Python (.venv with pika), then hands over to demo.py. ./run_demo.sh --help says more.
+# This sets up Python (.venv with pika), then hands over to workqueue/demo.py. ./run_demo.sh --help says more.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,8 +11,8 @@ for arg in "$@"; do
   [ "$arg" = --no-install ] && install_flags=--no-install
 done
 
-# shellcheck source=venv.sh
-. ./venv.sh
+# shellcheck source=workqueue/venv.sh
+. ./workqueue/venv.sh
 # shellcheck disable=SC2086 # no flag, or one
 make_venv requirements.txt run_demo.sh $install_flags
-exec "$py" demo.py "$@"
+exec "$py" -m workqueue.demo "$@"

@@ -36,17 +36,23 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# shellcheck source=venv.sh
-. ./venv.sh
+# shellcheck source=workqueue/venv.sh
+. ./workqueue/venv.sh
 needs="tmux shellcheck"
 if [ -z "${AMQP_URL:-}" ] && [ -z "$version" ]; then needs="rabbitmq $needs"; fi
 # shellcheck disable=SC2086 # lists of words
-python3 rabbitmq.py install $needs --who "$who" $install_flags || exit 1
+python3 -m workqueue.brokers install $needs --who "$who" $install_flags || exit 1
 if [ -n "$version" ]; then
-  RABBITMQ_ROOT=$(python3 rabbitmq.py root "$version")
+  RABBITMQ_ROOT=$(python3 -m workqueue.brokers root "$version")
   export RABBITMQ_ROOT
 fi
 make_venv requirements-dev.txt "$who" $install_flags
 
+# The lint: Python, shell, and the sizes a reader is promised (scripts of a page, a README of a sitting).
 "$py" -m ruff check .
+shellcheck -x run_demo.sh run_tests.sh workqueue/venv.sh .ci/run
+for file in publisher.py:120 consumer.py:120 README.md:200; do
+  lines=$(wc -l < "${file%:*}")
+  [ "$lines" -le "${file#*:}" ] || { echo "$who: error: ${file%:*} has $lines lines, more than ${file#*:}" >&2; exit 1; }
+done
 exec "$py" -m pytest "$@"

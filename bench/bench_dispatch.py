@@ -13,7 +13,7 @@ import argparse
 import random
 
 from bench import common as c
-from report import greedy_makespan
+from workqueue.report import greedy_makespan
 
 TUTORIAL_TASKS = [t * 0.1 for t in (3, 1, 4, 1, 5, 2, 2, 3, 1, 4)]
 

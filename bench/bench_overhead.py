@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pika
 
-import events
-import workqueue as wq
 from bench import common as c
+from workqueue import events
+from workqueue.task import encode, new_task
 
 GOALS = {"quorum": 0.95, "classic": 0.98}
-# The workers of a round: a name, and the worker script (None: the bare worker).
-WORKERS: dict[str, Path | None] = {"bare": None, "consumer.py": c.ROOT / "consumer.py", "control": None}
+# The workers of a round: a name, and the worker script, or the bare worker's extra flags (a tuple).
+WORKERS: dict[str, Path | tuple[str, ...]] = {"bare": (), "consumer.py": c.ROOT / "consumer.py", "control": ()}
 # Part of each burst left out: its first tasks are consumed while the rest are still being published.
 WARM_UP = 0.1
 
@@ -43,19 +43,19 @@ class Subscribed:
     """A worker process subscribed to a queue of its own, for one round: a consumer.py (of some version),
     which tells its tasks' ends in its events file, or the bare worker."""
 
-    def __init__(self, name: str, script: Path | None, url: str, queue_type: str, folder: Path) -> None:
+    def __init__(self, name: str, script: Path | tuple[str, ...], url: str, queue_type: str, folder: Path) -> None:
         self.name = name
         self.script = script
         self.url = url
         self.queue = c.fresh_queue(url, queue_type)
         self.times = folder / f"{self.queue}.json"
-        if script is not None:
+        if isinstance(script, Path):
             command = [*c.consumer_command(url, self.queue, "w", str(self.times), script), "--queue-type",
                        queue_type, "--idle-timeout", "0"]
             self.log = (folder / f"{self.queue}.log").open("w")
         else:
             command = [c.PYTHON, "-m", "bench.bare_worker", "--url", url, "--queue", self.queue,
-                       "--record", str(self.times)]
+                       "--record", str(self.times), *script]
             self.log = subprocess.DEVNULL
         self.process = subprocess.Popen(command, cwd=c.ROOT, stdout=self.log)
         self.bursts: list[list[int]] = []
@@ -69,7 +69,7 @@ class Subscribed:
 
     def finish_times(self) -> dict[int, float]:
         """{task id: when it ended}, once the worker has exited."""
-        if self.script is not None:
+        if isinstance(self.script, Path):
             return {e["task_id"]: e["finished"] for e in events.read(str(self.times)) if e and e["event"] == "done"}
         return {int(task_id): at for task_id, at in json.loads(self.times.read_text()).items()}
 
@@ -88,7 +88,7 @@ def give_burst(channel, worker: Subscribed, first_id: int, tasks: int) -> None:
     """Queue `tasks` zero-second tasks for the worker, then wait until it has taken the last one."""
     ids = list(range(first_id, first_id + tasks))
     for task_id in ids:
-        body, properties = wq.task_message(task_id, 0.0, f"bench.{task_id}")
+        body, properties = encode(new_task(task_id, 0.0), f"bench.{task_id}")
         channel.basic_publish("", worker.queue, body, properties)
     worker.bursts.append(ids)
     while channel.queue_declare(worker.queue, durable=True, passive=True).method.message_count:
@@ -97,7 +97,7 @@ def give_burst(channel, worker: Subscribed, first_id: int, tasks: int) -> None:
 
 
 def one_round(url: str, queue_type: str, bursts: int, tasks: int, folder: Path,
-              kinds: dict[str, Path | None] = WORKERS) -> dict[str, float]:
+              kinds: dict[str, Path | tuple[str, ...]] = WORKERS) -> dict[str, float]:
     """Each worker's speed in one round of fresh workers taking bursts in turn."""
     workers = [Subscribed(name, script, url, queue_type, folder) for name, script in kinds.items()]
     try:

@@ -20,8 +20,8 @@ import time
 
 import pika
 
-import workqueue as wq
 from bench import common as c
+from workqueue.task import JSON_CONTENT_TYPE, run_prefix
 
 GOAL = 1.8
 # Between two runs: the broker finishes writing and deleting the last run's queue, not during the next run.
@@ -32,11 +32,11 @@ def plain_seconds(url: str, queue: str, tasks: int) -> float:
     start = time.perf_counter()
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
-    prefix = wq.run_prefix()
+    prefix = run_prefix()
     for task_id in range(1, tasks + 1):
         body = json.dumps({"task_id": task_id, "seconds": 0.0})
         properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
-                                          content_type=wq.JSON_CONTENT_TYPE, message_id=f"{prefix}.{task_id}",
+                                          content_type=JSON_CONTENT_TYPE, message_id=f"{prefix}.{task_id}",
                                           timestamp=int(time.time()))
         channel.basic_publish("", queue, body, properties)
     channel.queue_declare(queue, durable=True, passive=True)  # one round trip: the broker has read them all

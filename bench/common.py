@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pika
 
-import events
-from rabbitmq import INSTALL_HINT, LocalNode, find_install, wait_for_consumers
+from workqueue import events
+from workqueue.brokers import INSTALL_HINT, LocalNode, find_install, wait_for_consumers
 
 ROOT = Path(__file__).resolve().parent.parent
 

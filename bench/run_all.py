@@ -9,7 +9,8 @@ import sys
 
 from bench import common as c
 
-BENCHES = ["bench_dispatch", "bench_overhead", "bench_retry_cost", "bench_publish", "bench_startup", "bench_memory"]
+BENCHES = ["bench_dispatch", "bench_overhead", "bench_keeper", "bench_retry_cost", "bench_publish", "bench_startup",
+           "bench_memory"]
 
 if __name__ == "__main__":
     with c.broker_url() as url:

@@ -13,7 +13,7 @@ import time
 
 import pika
 
-import events
+from workqueue import events
 
 
 def main() -> int:

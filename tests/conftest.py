@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import pika
 import pytest
 
-from rabbitmq import INSTALL_HINT, DockerBroker, LocalNode, RabbitNode, find_install, free_port_block, wait_until
+from workqueue.brokers import (
+    INSTALL_HINT,
+    DockerBroker,
+    LocalNode,
+    RabbitNode,
+    find_install,
+    free_port_block,
+    wait_until,
+)
 
 
 @dataclass
@@ -89,3 +97,9 @@ def queue(broker: Broker, request: pytest.FixtureRequest) -> str:
     except pika.exceptions.AMQPError:
         pass  # the broker may be down after a fault test; its data dies with it
 
+
+
+@pytest.fixture
+def unused_url() -> str:
+    """A URL where nothing listens."""
+    return f"amqp://guest:guest@127.0.0.1:{free_port_block(1)}/%2F"

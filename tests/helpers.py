@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 
-import events
-import workqueue as wq
-from rabbitmq import wait_until
+from workqueue import events
+from workqueue.brokers import wait_until
+from workqueue.task import JSON_CONTENT_TYPE
+from workqueue.topology import queue_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -126,7 +131,7 @@ class BrokerClient:
         self.channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
 
     def declare(self, queue: str, queue_type: str = "quorum") -> None:
-        self.channel.queue_declare(queue, durable=True, arguments=wq.queue_arguments(queue_type))
+        self.channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue_type))
 
     def publish(self, queue: str, body: bytes, content_type: str | None = None, **properties) -> None:
         self.channel.basic_publish("", queue, body, pika.BasicProperties(
@@ -135,7 +140,7 @@ class BrokerClient:
     def publish_task(self, queue: str, task_id: int, seconds: float, **fields) -> None:
         """A task as publisher.py sends it, with extra fields (fail_attempts) in its JSON body."""
         body = json.dumps({"task_id": task_id, "seconds": seconds, **fields}).encode()
-        self.publish(queue, body, wq.JSON_CONTENT_TYPE, message_id=f"test.{task_id}")
+        self.publish(queue, body, JSON_CONTENT_TYPE, message_id=f"test.{task_id}")
 
     def fail_deliveries(self, queue: str, times: int) -> None:
         """Take the queue's first message and reject it back, `times` times: each counts as a failed
@@ -231,3 +236,46 @@ def publish_with_fault(url: str, queue: str, fault: Callable[[subprocess.Popen],
             process.kill()
             process.communicate()
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+class RecordingProxy:
+    """A TCP proxy in front of the broker that keeps every byte its clients send: what goes on the wire."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.upstream = (parts.hostname, parts.port or 5672)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{port}", 1)
+        self.sent = bytearray()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                broker = socket.create_connection(self.upstream)
+                threading.Thread(target=self.pump, args=(client, broker, self.sent), daemon=True).start()
+                threading.Thread(target=self.pump, args=(broker, client, None), daemon=True).start()
+
+    @staticmethod
+    def pump(source: socket.socket, target: socket.socket, record: bytearray | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if record is not None:
+                    record += data
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def frames(self) -> list[bytes]:
+        """Every whole frame the clients sent, as bytes, after the protocol header."""
+        data, frames, offset = bytes(self.sent), [], 8
+        while offset + 7 <= len(data):
+            size = int.from_bytes(data[offset + 3:offset + 7], "big")
+            frames.append(data[offset:offset + 8 + size])
+            offset += 8 + size
+        return frames
+
+    def close(self) -> None:
+        self.listener.close()

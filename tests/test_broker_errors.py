@@ -17,7 +17,7 @@ from helpers import (
     script_env,
     settled_quorum_queue,
 )
-from rabbitmq import free_port_block, wait_for_consumers, wait_until
+from workqueue.brokers import free_port_block, wait_for_consumers, wait_until
 
 
 def test_confirmed_tasks_survive_a_broker_crash(broker, node, queue, tmp_path):

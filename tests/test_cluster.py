@@ -20,7 +20,7 @@ from helpers import (
     run_publisher,
     settled_quorum_queue,
 )
-from rabbitmq import DISTRIBUTION_PORT_OFFSET, Cluster, RabbitNode, find_install, free_port_block, wait_until
+from workqueue.brokers import DISTRIBUTION_PORT_OFFSET, Cluster, RabbitNode, find_install, free_port_block, wait_until
 
 # RabbitMQ 4 hands the tasks that consumers on a lost node held back to the queue only after this many
 # milliseconds (60,000 by default); 3.x at once. The cluster here waits less, so the test does too.

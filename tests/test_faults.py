@@ -25,7 +25,7 @@ from helpers import (
     script_env,
     settled_quorum_queue,
 )
-from rabbitmq import LocalNode, find_install, wait_until
+from workqueue.brokers import LocalNode, find_install, wait_until
 
 
 def acked_count(path) -> int:

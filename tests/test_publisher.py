@@ -11,9 +11,17 @@ import subprocess
 import pika
 import pytest
 
-import publisher
-import workqueue as wq
-from helpers import PYTHON, ROOT, BrokerClient, publish_with_fault, read_events, run_publisher, script_env
+from helpers import (
+    PYTHON,
+    ROOT,
+    BrokerClient,
+    RecordingProxy,
+    publish_with_fault,
+    read_events,
+    run_publisher,
+    script_env,
+)
+from workqueue import _pika
 
 
 def test_publishing_without_failures_sends_each_task_once(broker, queue, tmp_path):
@@ -29,10 +37,33 @@ def test_publishing_without_failures_sends_each_task_once(broker, queue, tmp_pat
         assert client.depth(queue) == 5000
 
 
-def test_publisher_frames_are_pikas_own(broker, queue):
-    """publisher.TaskFrames makes pika's frames itself and writes them through a private pika method (pika 1.4):
-    this fails if pika changes either."""
-    seen: dict[str, object] = {"confirmed": 0}
+# Bodies at every edge of AMQP's framing: none, one byte, a frame exactly full (frame_max - 8 bytes), one byte
+# over, several frames, and 1 MiB.
+def edge_bodies(frame_max: int) -> list[bytes]:
+    sizes = [0, 1, frame_max - 8, frame_max - 7, 3 * (frame_max - 8) + 5, 1 << 20]
+    return [bytes((size + i) % 251 for i in range(size)) for size in sizes]
+
+
+# The method id of Basic.Publish (class 60, method 40), as the payload of its method frame starts.
+BASIC_PUBLISH = bytes([0, 60, 0, 40])
+
+
+def publish_frames(frames: list[bytes]) -> list[bytes]:
+    """The frames of publishing on channel 1, in order: Basic.Publish, content header, content body."""
+    def publishing(frame: bytes) -> bool:
+        return frame[1:3] == b"\x00\x01" and (frame[0] in (2, 3) or frame[7:11] == BASIC_PUBLISH)
+    return [frame for frame in frames if publishing(frame)]
+
+
+@pytest.mark.parametrize("frame_max", [8192, 131072])  # 8192: the least RabbitMQ 4 accepts
+def test_publisher_frames_are_pikas_own(broker, queue, frame_max):
+    """_pika.FramePublisher makes pika's frames itself and writes a window of them in one go: on the wire, byte for
+    byte what basic_publish sends, for a body of any size, and every message confirmed by a real broker. This
+    fails if pika changes its framing, or the private method the window goes out through."""
+    bodies = edge_bodies(frame_max)
+    messages = [(body, pika.BasicProperties(delivery_mode=2, message_id=f"frames.{n}"))
+                for n, body in enumerate(bodies)]
+    seen: dict[str, int] = {"confirmed": 0}
 
     def on_channel_open(channel) -> None:
         channel.confirm_delivery(ack_nack_callback=on_confirm)
@@ -40,34 +71,34 @@ def test_publisher_frames_are_pikas_own(broker, queue):
                               callback=lambda _frame: publish(channel))
 
     def publish(channel) -> None:
-        frames = publisher.TaskFrames(channel.channel_number, queue)
-        body, properties = wq.task_message(1, 0.5, "frames.1")
-        pikas: list[bytes] = []
-        connection._adapter_emit_data = pikas.append  # what basic_publish writes, held back
-        channel.basic_publish("", queue, body, properties, mandatory=True)
-        del connection._adapter_emit_data
-        seen["same bytes"] = pikas == list(frames.of(body, properties))
-        tasks = [wq.task_message(task_id, 0.0, f"frames.{task_id}") for task_id in range(2, 51)]
-        ours = [frame for body, properties in tasks for frame in frames.of(body, properties)]
-        frames.send(connection, pikas + ours)
+        for body, properties in messages:  # pika's own, first
+            channel.basic_publish("", queue, body, properties, mandatory=True)
+        frames = _pika.FramePublisher(channel, queue)
+        for body, properties in messages:
+            frames.add(body, properties)
+        frames.send()
 
     def on_confirm(frame) -> None:
         seen["confirmed"] = frame.method.delivery_tag
-        if frame.method.delivery_tag == 50:
+        if frame.method.delivery_tag == 2 * len(messages):
             connection.close()
 
-    connection = pika.SelectConnection(pika.URLParameters(broker.url),
+    proxy = RecordingProxy(f"{broker.url}?frame_max={frame_max}")
+    connection = pika.SelectConnection(pika.URLParameters(proxy.url),
                                        on_open_callback=lambda c: c.channel(on_open_callback=on_channel_open),
                                        on_close_callback=lambda *_: connection.ioloop.stop())
-    connection.ioloop.call_later(20, connection.ioloop.stop)
+    connection.ioloop.call_later(30, connection.ioloop.stop)
     connection.ioloop.start()
-    assert seen.get("same bytes") is True, "a task's frames are byte for byte what basic_publish makes"
-    assert seen["confirmed"] == 50, "a window written in one go: every task confirmed"
+    proxy.close()
+    sent = publish_frames(proxy.frames())
+    assert len(sent) % 2 == 0 and sent, "as many frames from each"
+    pikas, ours = sent[:len(sent) // 2], sent[len(sent) // 2:]
+    assert ours == pikas, "a message's frames are byte for byte what basic_publish makes"
+    assert max(len(frame) for frame in ours) <= frame_max, "no frame larger than the broker allows"
+    assert seen["confirmed"] == 2 * len(messages), "every message confirmed: the framing is the broker's too"
     with BrokerClient(broker.url) as client:
-        delivered = client.drain_fast(queue)
-    assert [properties.message_id for properties, _ in delivered] == [f"frames.{n}" for n in range(1, 51)]
-    tasks = [wq.parse_task(body, properties.content_type) for properties, body in delivered]
-    assert [task.task_id for task in tasks] == list(range(1, 51)) and tasks[0].seconds == 0.5
+        delivered = client.drain(queue)
+    assert [body for _, body in delivered] == bodies * 2, "each body whole, however many frames it took"
 
 
 def test_a_queue_name_the_terminal_cannot_show_is_escaped_not_a_crash(broker, queue):

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from events import Events, load
 from helpers import ROOT
-from report import greedy_makespan, main, report, timeline
+from workqueue.events import Events, load
+from workqueue.report import greedy_makespan, report, timeline
 
 
 def done(worker: str, task_id: int, start: float, seconds: float, acked: bool = True) -> dict:
@@ -66,22 +66,26 @@ def test_timeline_fits_the_width_and_shows_each_task():
     assert rows[2].strip().startswith("0 s") and rows[2].endswith("3.0 s")
 
 
-def test_report_command_exit_code_follows_completeness(tmp_path, capsys):
+def run_report(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "report.py"), *args], text=True, capture_output=True,
+                          env={**os.environ, **env}, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_report_command_exit_code_follows_completeness(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps(e) for e in [published(1, 1), done("a", 1, 0, 1)]) + "\n")
-    assert main([str(path), "--width", "60"]) == 0
+    assert run_report(str(path), "--width", "60").returncode == 0
     path.write_text(path.read_text() + json.dumps(published(2, 1)) + "\n")
-    assert main([str(path), "--width", "60"]) == 1
-    assert main([str(tmp_path / "missing.jsonl")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert run_report(str(path), "--width", "60").returncode == 1
+    missing = run_report(str(tmp_path / "missing.jsonl"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
 
 
 def test_report_escapes_text_the_terminal_cannot_show(tmp_path):
     path = tmp_path / "events.jsonl"
     text_task = {**done("w\u2603", 1, 0, 0.5), "task_id": None, "message_id": None, "label": "'caf\u00e9 \u2603'"}
     path.write_text(json.dumps(text_task) + "\n")
-    result = subprocess.run([sys.executable, str(ROOT / "report.py"), str(path), "--width", "60"], text=True,
-                            capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=30)
+    result = run_report(str(path), "--width", "60", PYTHONIOENCODING="ascii")
     assert "Traceback" not in result.stderr and "w\\u2603" in result.stdout, result.stdout + result.stderr
 
 
@@ -118,11 +122,11 @@ def test_tasks_without_an_id_are_told_apart_by_message_id():
 
 
 @pytest.mark.parametrize("junk", ["", "\n\n", "not json at all\n"])
-def test_report_of_a_file_with_no_events_does_not_crash(tmp_path, junk, capsys):
+def test_report_of_a_file_with_no_events_does_not_crash(tmp_path, junk):
     path = tmp_path / "events.jsonl"
     path.write_text(junk)
-    assert main([str(path), "--width", "60"]) == 0
-    assert "no task was done" in capsys.readouterr().out
+    result = run_report(str(path), "--width", "60")
+    assert result.returncode == 0 and "no task was done" in result.stdout
 
 
 def test_report_of_workers_events_alone_claims_nothing_about_what_was_published():

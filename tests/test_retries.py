@@ -8,7 +8,7 @@ import time
 import pytest
 
 from helpers import BrokerClient, WorkerProcess, read_events, settled_quorum_queue
-from rabbitmq import wait_for_consumers, wait_until
+from workqueue.brokers import wait_for_consumers, wait_until
 
 # Short delays keep the tests fast: 0.3 s, then 0.6 s, then 1.2 s.
 FAST_RETRIES = ("--retry-delay", "0.3")

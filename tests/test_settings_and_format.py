@@ -9,10 +9,14 @@ import sys
 
 import pytest
 
-import events
-import failures
-import workqueue as wq
 from helpers import PYTHON, ROOT
+from workqueue import cli, events
+from workqueue.connection import mask_url
+from workqueue.failures import earlier_deliveries
+from workqueue.output import log
+from workqueue.settings import RetryPolicy
+from workqueue.task import BadTask, Task, decode, encode, new_task, run_prefix
+from workqueue.topology import retry_queue
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -21,18 +25,18 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_task_message_is_persistent_json_with_id_and_timestamp():
-    body, properties = wq.task_message(3, 2.41, "run.3")
+    body, properties = encode(new_task(3, 2.41), "run.3")
     assert json.loads(body) == {"task_id": 3, "seconds": 2.41}
     assert properties.delivery_mode == 2 and properties.content_type == "application/json"
     assert properties.message_id == "run.3" and properties.timestamp
-    assert wq.parse_task(body, properties.content_type) == wq.Task(3, 2.41, "task 3")
-    assert wq.run_prefix() != wq.run_prefix(), "message ids differ from one run to the next"
+    assert decode(body, properties.content_type) == Task(3, 2.41, "task 3")
+    assert run_prefix() != run_prefix(), "message ids differ from one run to the next"
 
 
 @pytest.mark.parametrize("task_id, seconds, fail_attempts", [(1, 0.0, 0), (3, 2.41, 0), (-7, 3600.0, 2),
                                                               (2**63 - 1, 1e-05, 1000), (12, 0.1 + 0.2, 0)])
 def test_task_body_is_the_json_of_its_fields(task_id, seconds, fail_attempts):
-    body, _ = wq.task_message(task_id, seconds, "run.1", fail_attempts)
+    body, _ = encode(new_task(task_id, seconds, fail_attempts), "run.1")
     fields = {"task_id": task_id, "seconds": seconds, **({"fail_attempts": fail_attempts} if fail_attempts else {})}
     assert body == json.dumps(fields).encode(), "the same bytes json.dumps gives, formatted by hand"
 
@@ -62,33 +66,35 @@ def test_log_line_is_written_in_one_piece(monkeypatch):
     writes: list[str] = []
     monkeypatch.setattr(sys, "stdout", type("Recorder", (), {"write": lambda _, text: writes.append(text),
                                                              "flush": lambda _: None})())
-    wq.log("worker-1", "done task 3 in 0.50 s")
+    log("worker-1", "done task 3 in 0.50 s")
     assert writes == ["[worker-1] done task 3 in 0.50 s\n"]
 
 
 @pytest.mark.parametrize("text, seconds", [("Hello World!", 0.0), ("First message.", 1.0), ("a...b..", 5.0)])
 def test_tutorial_text_is_one_second_per_dot(text, seconds):
-    assert wq.parse_task(text.encode(), None).seconds == seconds
+    assert decode(text.encode(), None).seconds == seconds
 
 
-def test_integer_seconds_and_extra_fields_are_accepted():
-    task = wq.parse_task(b'{"task_id": 9, "seconds": 2, "owner": "x"}', "application/json")
-    assert task == wq.Task(9, 2.0, "task 9")
+def test_integer_seconds_and_extra_fields_are_accepted_as_the_tasks_data():
+    task = decode(b'{"task_id": 9, "seconds": 2, "owner": "x", "sizes": [1, 2]}', "application/json")
+    assert task == Task(9, 2.0, "task 9", data={"owner": "x", "sizes": [1, 2]})
+    body, properties = encode(new_task(9, 2.0, owner="x", sizes=[1, 2]), "run.9")
+    assert decode(body, properties.content_type) == task, "a task's data goes out and comes back as it was"
 
 
 @pytest.mark.parametrize("body", [b'{"task_id": true, "seconds": 1}', b'{"task_id": 1, "seconds": false}',
                                   b'{"task_id": 1, "seconds": Infinity}', b"null", b'"text"'])
 def test_invalid_json_tasks_are_rejected(body):
-    with pytest.raises(wq.BadTask):
-        wq.parse_task(body, "application/json")
+    with pytest.raises(BadTask):
+        decode(body, "application/json")
 
 
 def test_password_is_masked():
-    assert wq.mask_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
-    assert wq.mask_url("amqp://host/") == "amqp://host/"
+    assert mask_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
+    assert mask_url("amqp://host/") == "amqp://host/"
     # An @ in a password is read as the URL means it (the last @ ends the password), and masked whole.
-    assert wq.url_list("amqp://u:s3c@ret@host/") == ["amqp://u:s3c@ret@host/"]
-    assert wq.mask_url("amqp://u:s3c@ret@host/") == "amqp://u:***@host/"
+    assert cli.url_list("amqp://u:s3c@ret@host/") == ("amqp://u:s3c@ret@host/",)
+    assert mask_url("amqp://u:s3c@ret@host/") == "amqp://u:***@host/"
 
 
 # Passwords with a character that a URL needs percent-encoded: each hides part of the password elsewhere.
@@ -100,10 +106,10 @@ UNENCODED_PASSWORDS = [("amqp://u:s3cr3t/xyz@host/", ["s3cr3t", "xyz"]),
 @pytest.mark.parametrize("url, secrets", UNENCODED_PASSWORDS)
 def test_no_part_of_a_password_is_ever_shown(url, secrets):
     with pytest.raises(argparse.ArgumentTypeError) as caught:
-        wq.url_list(url)
+        cli.url_list(url)
     assert "must be percent-encoded" in str(caught.value)
     assert not any(secret in str(caught.value) for secret in secrets), caught.value
-    assert not any(secret in wq.mask_url(url) for secret in secrets)
+    assert not any(secret in mask_url(url) for secret in secrets)
     for how in (["--url", url], []):
         result = subprocess.run([PYTHON, str(ROOT / "consumer.py"), *how], capture_output=True, text=True,
                                 timeout=30, env={"PATH": "/usr/bin:/bin", "AMQP_URL": url}, stdin=subprocess.DEVNULL)
@@ -131,22 +137,22 @@ POISON_BODIES = [
 
 @pytest.mark.parametrize("body, content_type, reason", POISON_BODIES)
 def test_poison_bodies_are_bad_tasks_with_a_reason(body, content_type, reason):
-    with pytest.raises(wq.BadTask, match=reason) as caught:
-        wq.parse_task(body, content_type)
+    with pytest.raises(BadTask, match=reason) as caught:
+        decode(body, content_type)
     assert len(str(caught.value)) < 200, "a reason stays short, however big the message"
 
 
 @pytest.mark.parametrize("text, seconds", [("[urgent] Hello.", 1.0), ("{not json} ..", 2.0), ("[" * 100000, 0.0)])
 def test_text_that_looks_like_json_is_the_tutorials_text(text, seconds):
-    task = wq.parse_task(text.encode(), None)
+    task = decode(text.encode(), None)
     assert task.task_id is None and task.seconds == seconds
 
 
 def test_several_urls_are_accepted_and_bad_ones_named_without_password():
-    assert wq.url_list("amqp://a:1@h1:5672/%2F, amqp://a:1@h2:5673/%2F") == [
-        "amqp://a:1@h1:5672/%2F", "amqp://a:1@h2:5673/%2F"]
+    assert cli.url_list("amqp://a:1@h1:5672/%2F, amqp://a:1@h2:5673/%2F") == (
+        "amqp://a:1@h1:5672/%2F", "amqp://a:1@h2:5673/%2F")
     with pytest.raises(argparse.ArgumentTypeError, match=r"amqp://u:\*\*\*@h:99999") as caught:
-        wq.url_list("amqp://u:hunter2@h:99999/")
+        cli.url_list("amqp://u:hunter2@h:99999/")
     assert "hunter2" not in str(caught.value)
 
 
@@ -196,9 +202,10 @@ def test_environment_values_are_checked_like_flags():
 
 
 def test_retry_delays_double_up_to_the_cap():
-    args = argparse.Namespace(retry_delay=1.0, retry_max_delay=5.0, retries=4, queue="q")
-    assert [failures.retry_delay(args, k) for k in (1, 2, 3, 4, 200)] == [1, 2, 4, 5, 5]
-    assert failures.retry_queue("q", 0.25) == "q.retry.0.25s"
+    policy = RetryPolicy(retries=4, delay=1.0, max_delay=5.0)
+    assert [policy.delay_before(k) for k in (1, 2, 3, 4, 200)] == [1, 2, 4, 5, 5]
+    assert policy.delays() == [1, 2, 4, 5]
+    assert retry_queue("q", 0.25) == "q.retry.0.25s"
 
 
 @pytest.mark.parametrize("headers, queue_type, earlier", [
@@ -209,4 +216,4 @@ def test_retry_delays_double_up_to_the_cap():
     ({"x-delivery-count": 7}, "classic", None),  # a classic queue counts nothing: any such header is a sender's
 ])
 def test_earlier_deliveries_read_both_counts_and_trust_no_odd_value(headers, queue_type, earlier):
-    assert failures.earlier_deliveries(headers, queue_type) == earlier
+    assert earlier_deliveries(headers, queue_type) == earlier

@@ -25,7 +25,7 @@ def fake_package_manager(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def installer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "rabbitmq.py"), "install", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "workqueue.brokers", "install", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
@@ -61,11 +61,12 @@ def test_help_says_what_to_run_when_there_is_no_package_manager(tmp_path):
 
 
 def test_a_venv_without_pip_is_made_again(tmp_path):
-    for name in ("venv.sh", "rabbitmq.py", "requirements.txt"):
+    (tmp_path / "workqueue").mkdir()
+    for name in ("workqueue/venv.sh", "requirements.txt", "workqueue/__init__.py", "workqueue/brokers.py"):
         shutil.copy(ROOT / name, tmp_path / name)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")], check=True)
-    result = subprocess.run(["bash", "-c", ". ./venv.sh && make_venv requirements.txt demo && $py -c 'import pika'"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    make = ". ./workqueue/venv.sh && make_venv requirements.txt demo && $py -c 'import pika'"
+    result = subprocess.run(["bash", "-c", make], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[demo] .venv is not whole (no pip): making it again" in result.stderr

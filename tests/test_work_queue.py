@@ -8,8 +8,8 @@ import time
 import pytest
 
 from helpers import BrokerClient, WorkerProcess, done_ids, elapsed, read_events, run_publisher
-from rabbitmq import wait_for_consumers, wait_until
-from report import greedy_makespan
+from workqueue.brokers import wait_for_consumers, wait_until
+from workqueue.report import greedy_makespan
 
 
 def test_fair_dispatch_gives_short_tasks_to_the_free_worker(broker, queue, tmp_path):

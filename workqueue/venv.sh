@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by run_demo.sh and run_tests.sh: a Python virtual environment in .venv, with a requirements file.
+# Sourced by run_demo.sh and run_tests.sh (from the project folder): a Python virtual environment in .venv,
+# with a requirements file.
 
 # make_venv REQUIREMENTS WHO [--no-install]: create .venv if it is missing or not whole, then install
 # REQUIREMENTS into it when they changed since their last install. WHO starts each message (on stderr,
@@ -14,7 +15,7 @@ make_venv() {
   fi
   if [ ! -d .venv ]; then
     # shellcheck disable=SC2086 # no flag, or one
-    python3 rabbitmq.py install venv --who "$who" $install_flags || exit 1
+    python3 -m workqueue.brokers install venv --who "$who" $install_flags || exit 1
     echo "[$who] creating the virtual environment .venv" >&2
     python3 -m venv .venv || { rm -rf .venv; echo "$who: error: could not create .venv" >&2; exit 1; }
   fi

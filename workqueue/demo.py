@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
 """The work-queue demo in one command: a broker, workers, a publisher, then a report of who did what.
 
-run_demo.sh sets up Python and .venv, then hands over to this; ./run_demo.sh --help says how to use it.
+run_demo.sh sets up Python and .venv, then hands over to this (python -m workqueue.demo); ./run_demo.sh --help
+says how to use it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 
-import consumer
-import events
-import publisher
-import rabbitmq
-import workqueue as wq
+from workqueue import brokers as rabbitmq
+from workqueue import cli, events
+from workqueue.connection import mask_url
+from workqueue.errors import UsageError, WorkQueueError
+from workqueue.output import show_any_text
+from workqueue.settings import DEFAULT_QUEUE, DEFAULT_URL
 
-HERE = Path(__file__).resolve().parent
+# The project folder: the scripts the demo runs are there.
+HERE = Path(__file__).resolve().parent.parent
 PROGRAM = "run_demo.sh"
 USAGE = """\
 Usage: ./run_demo.sh [options]
@@ -94,19 +96,15 @@ RECORD_PID_THEN_EXEC = 'echo $$ > "$0"; exec "$@"'
 MODES = ("terminals", "tmux", "inline")
 
 
-class UsageError(Exception):
-    """A bad flag: one line, exit 2, before anything is started."""
-
-
-class Fatal(Exception):
-    """The demo cannot go on: one line, exit 1."""
-
-
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
 # ---------------------------------------------------------------- flags
+
+
+def usage(text: str) -> UsageError:
+    return UsageError(f"{text} (see --help)")
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -128,30 +126,29 @@ def parse_args(argv: list[str]) -> dict:
             continue
         if flag not in ("--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
                         "--flaky", "--idle-timeout", "--mode"):
-            raise UsageError(f"unknown option '{flag}'")
+            raise usage(f"unknown option '{flag}'")
         if not args or not args[0]:
-            raise UsageError(f"{flag} needs a value")
+            raise usage(f"{flag} needs a value")
         value = args.pop(0)
         if flag in ("--workers", "--tasks"):
             low = 1 if flag == "--workers" else 0
             if not value.isdigit() or int(value) < low:
-                raise UsageError(f"{flag} must be a whole number >= {low}: '{value}'")
+                raise usage(f"{flag} must be a whole number >= {low}: '{value}'")
             settings[flag[2:]] = int(value)
         elif flag == "--mode":
             if value not in MODES:
-                raise UsageError("--mode must be terminals, tmux or inline")
+                raise usage("--mode must be terminals, tmux or inline")
             settings["mode"] = value
         elif flag == "--idle-timeout":
             settings["idle_timeout"] = value
         else:
             settings["publisher_flags"] += [flag, value]
     if settings["kill_worker"] and settings["workers"] < 2:
-        raise UsageError("--kill-worker needs --workers 2 or more: another worker must redo the task")
+        raise usage("--kill-worker needs --workers 2 or more: another worker must redo the task")
     # The scripts check the flags passed on to them, here, before anything is started.
-    sys.argv[0] = PROGRAM
     try:
-        publisher.parse_args(["--count", str(settings["tasks"]), *settings["publisher_flags"]])
-        consumer.parse_args(["--idle-timeout", settings["idle_timeout"]])
+        cli.publisher_settings(["--count", str(settings["tasks"]), *settings["publisher_flags"]], prog=PROGRAM)
+        cli.worker_settings(["--idle-timeout", settings["idle_timeout"]], prog=PROGRAM)
     except SystemExit:
         sys.exit(2)
     return settings
@@ -161,11 +158,11 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def broker_answers(url: str) -> bool:
-    """Whether a broker accepts an AMQP connection at the URL; Fatal if it refuses the login."""
+    """Whether a broker accepts an AMQP connection at the URL; WorkQueueError if it refuses the login."""
     try:
         pika.BlockingConnection(pika.URLParameters(url.split(",")[0])).close()
     except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError):
-        raise Fatal(f"the broker at {wq.mask_url(url)} refused the login: check AMQP_URL") from None
+        raise WorkQueueError(f"the broker at {mask_url(url)} refused the login: check AMQP_URL") from None
     except (pika.exceptions.AMQPError, OSError):
         return False
     return True
@@ -188,11 +185,11 @@ class Broker:
         self.management_port = int(os.environ.get("RABBITMQ_MANAGEMENT_PORT", "15672"))
 
     def find_or_start(self) -> None:
-        masked = wq.mask_url(self.url)
+        masked = mask_url(self.url)
         if broker_answers(self.url):
             say(f"using the broker that answers at {masked}")
         elif self.host not in ("localhost", "127.0.0.1", "::1"):
-            raise Fatal(f"no broker answers at {masked} (it is not local, so none is started for it)")
+            raise WorkQueueError(f"no broker answers at {masked} (it is not local, so none is started for it)")
         elif not (self.start_docker() or self.start_local() or (self.install() and self.start_local())):
             self.no_broker_help(masked)
         if self.management:
@@ -211,7 +208,7 @@ class Broker:
                 self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
         if subprocess.run(["docker", "run", "-d", "--name", CONTAINER, *ports, image],
                           stdout=subprocess.DEVNULL).returncode:
-            raise Fatal(f"docker run {image} failed")
+            raise WorkQueueError(f"docker run {image} failed")
         self.started = "docker"
         self.wait_until_it_answers(DOCKER_BOOT_SECONDS, f"the RabbitMQ container (docker logs {CONTAINER})")
         return True
@@ -245,16 +242,16 @@ class Broker:
             if self.node and self.node.process.poll() is not None:
                 log = self.node.folder / "server.out"
                 print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
-                raise Fatal(f"the local RabbitMQ node exited while booting (log: {log})")
+                raise WorkQueueError(f"the local RabbitMQ node exited while booting (log: {log})")
             if time.monotonic() > deadline:
-                raise Fatal(f"{what} did not accept connections within {seconds} s")
+                raise WorkQueueError(f"{what} did not accept connections within {seconds} s")
             time.sleep(0.5)
 
     def install(self) -> bool:
         return rabbitmq.install(["rabbitmq"], allowed=not self.no_install, who=PROGRAM)
 
     def no_broker_help(self, masked: str) -> None:
-        raise Fatal(f"""no RabbitMQ broker answers at {masked}, and none could be started here.
+        raise WorkQueueError(f"""no RabbitMQ broker answers at {masked}, and none could be started here.
 Install one of these, then run ./run_demo.sh again:
   Linux (Debian/Ubuntu): sudo apt-get install rabbitmq-server    (or Docker: https://docs.docker.com/engine/install/)
   Linux (Fedora/RHEL):   sudo dnf install rabbitmq-server
@@ -394,7 +391,7 @@ class Processes:
         deadline = time.monotonic() + START_SECONDS
         while self.pid(name) is None:
             if time.monotonic() > deadline:
-                raise Fatal(f"{name} did not start (its window or pane may have failed to open)")
+                raise WorkQueueError(f"{name} did not start (its window or pane may have failed to open)")
             time.sleep(0.1)
 
     def workers(self) -> list[str]:
@@ -438,9 +435,9 @@ def choose_mode(mode: str) -> str:
         interactive = sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
         return "tmux" if shutil.which("tmux") and interactive else "inline"
     if mode == "tmux" and not shutil.which("tmux"):
-        raise Fatal("--mode tmux: tmux is not installed")
+        raise WorkQueueError("--mode tmux: tmux is not installed")
     if mode == "terminals" and not desktop_terminal():
-        raise Fatal("--mode terminals: no desktop terminal found")
+        raise WorkQueueError("--mode terminals: no desktop terminal found")
     return mode
 
 
@@ -450,8 +447,8 @@ def choose_mode(mode: str) -> str:
 class Demo:
     def __init__(self, settings: dict) -> None:
         self.settings = settings
-        self.url = os.environ.get("AMQP_URL") or wq.DEFAULT_URL
-        self.queue = os.environ.get("TASK_QUEUE") or wq.DEFAULT_QUEUE
+        self.url = os.environ.get("AMQP_URL") or DEFAULT_URL
+        self.queue = os.environ.get("TASK_QUEUE") or DEFAULT_QUEUE
         folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
         self.run_dir = folder / "run"
         self.events = self.run_dir / "events.jsonl"
@@ -463,7 +460,7 @@ class Demo:
         os.environ.update(AMQP_URL=self.url, TASK_QUEUE=self.queue, PYTHONUNBUFFERED="1")
         self.broker.find_or_start()
         if self.settings["restart_broker"] and not self.broker.started:
-            raise Fatal(f"--restart-broker: the broker at {wq.mask_url(self.url)} was running before the demo, "
+            raise WorkQueueError(f"--restart-broker: the broker at {mask_url(self.url)} was running before the demo, "
                         "which restarts only a broker it started (stop that one, or point AMQP_URL elsewhere)")
         mode = choose_mode(self.settings["mode"])
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -483,7 +480,7 @@ class Demo:
             rabbitmq.wait_until(lambda: (rabbitmq.consumer_count(self.url, self.queue) or 0) >= workers or
                                 self.interrupted, CONSUMERS_SECONDS, "the workers", 0.2)
         except AssertionError:
-            raise Fatal(f"the workers did not all start consuming within {CONSUMERS_SECONDS} s") from None
+            raise WorkQueueError(f"the workers did not all start consuming within {CONSUMERS_SECONDS} s") from None
         consuming_since = time.monotonic()
         if not self.interrupted:
             say("all workers are consuming; publishing")
@@ -616,22 +613,16 @@ class Director:
 
 
 def main(argv: list[str] | None = None) -> int:
-    wq.show_any_text()
-    try:
-        settings = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as error:
-        print(f"{PROGRAM}: error: {error} (see --help)", file=sys.stderr)
-        return 2
-    demo = Demo(settings)
-    try:
-        return demo.run()
-    except Fatal as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if demo.processes and demo.processes.tmux_session:
-            demo.processes.tmux("kill-session", "-t", demo.processes.tmux_session)
-        demo.broker.stop()
+    show_any_text()
+    with cli.CommandLine(PROGRAM) as command:
+        demo = Demo(parse_args(sys.argv[1:] if argv is None else argv))
+        try:
+            return demo.run()
+        finally:
+            if demo.processes and demo.processes.tmux_session:
+                demo.processes.tmux("kill-session", "-t", demo.processes.tmux_session)
+            demo.broker.stop()
+    return command.exit_code()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 Every file of a node (data, logs, config, Erlang cookie) lives in its own folder, it listens on
 127.0.0.1 only, and it registers with a private epmd, so it can neither see nor disturb a system broker.
 A node runs either this machine's RabbitMQ or another release, installed in a Debian root of its own
-(`python3 rabbitmq.py root 4.3` makes one) and run there with chroot: RABBITMQ_ROOT selects it.
+(`python3 -m workqueue.brokers root 4.3` makes one) and run there with chroot: RABBITMQ_ROOT selects it.
 
 Standard library only: run_tests.sh and run_demo.sh call it with the system's python3 before .venv exists
-(`python3 rabbitmq.py install rabbitmq venv`).
+(`python3 -m workqueue.brokers install rabbitmq venv`).
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def find_install() -> Install | None:
     if os.environ.get("RABBITMQ_ROOT"):
         root = Path(os.environ["RABBITMQ_ROOT"]).resolve()
         if not (root / RABBITMQ_BIN.relative_to("/") / "rabbitmq-server").exists():
-            raise RuntimeError(f"RABBITMQ_ROOT={root} holds no RabbitMQ (make one: python3 rabbitmq.py root 4.3)")
+            raise RuntimeError(f"RABBITMQ_ROOT={root} holds no RabbitMQ "
+                               "(make one: python3 -m workqueue.brokers root 4.3)")
         return Install(RABBITMQ_BIN, root)
     for folder in (RABBITMQ_BIN, Path("/usr/local/opt/rabbitmq/sbin"), Path("/opt/homebrew/opt/rabbitmq/sbin")):
         if (folder / "rabbitmq-server").exists():
@@ -541,11 +542,11 @@ def make_root(version: str) -> Path:
     if done.exists():
         return root
     if os.geteuid() != 0:
-        raise SystemExit(f"rabbitmq.py: making a root for RabbitMQ {version} needs root (debootstrap, chroot)")
+        raise SystemExit(f"brokers.py: making a root for RabbitMQ {version} needs root (debootstrap, chroot)")
     if root.exists():
         unmount(root)
         shutil.rmtree(root)
-    if not install(["debootstrap"], allowed=True, who="rabbitmq.py"):
+    if not install(["debootstrap"], allowed=True, who="brokers.py"):
         raise SystemExit(1)
     scripts = Path("/usr/share/debootstrap/scripts")
     # An older debootstrap has no script for a newer suite; sid's serves every suite after it.
@@ -578,12 +579,13 @@ def step(what: str, command: list[str]) -> None:
     started = time.monotonic()
     result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"rabbitmq.py: {what} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+        raise SystemExit(f"brokers.py: {what} failed:\n{(result.stdout + result.stderr)[-3000:]}")
     print(f"[rabbitmq]   done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python3 -m workqueue.brokers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     root = commands.add_parser("root", help="make (once) a Debian root holding this RabbitMQ release; "
                                             "print its path, for RABBITMQ_ROOT")
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     needs.add_argument("needs", nargs="+", choices=sorted(NEEDS))
     needs.add_argument("--no-install", action="store_true", default=bool(os.environ.get("WORKQUEUE_NO_INSTALL")),
                        help="only say what is missing and how to install it (env WORKQUEUE_NO_INSTALL)")
-    needs.add_argument("--who", default="rabbitmq.py", help="the name to start each line with")
+    needs.add_argument("--who", default="brokers.py", help="the name to start each line with")
     args = parser.parse_args(argv)
     if args.command == "install":
         return 0 if install(args.needs, not args.no_install, args.who) else 1
