@@ -80,7 +80,7 @@ def node(broker: Broker) -> RabbitNode:
 
 
 # The delays of the retry queues that tests make: the defaults, and the short ones the retry tests use.
-RETRY_DELAYS_USED = (0.3, 0.6, 1, 1.2, 2, 4)
+RETRY_DELAYS_USED = (0.2, 0.3, 0.4, 0.6, 0.8, 1, 1.2, 2, 4, 60)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -17,8 +18,9 @@ from urllib.parse import urlsplit
 
 import pika
 
-from workqueue import events
+from workqueue import _pika, events  # _pika: this process reads every message's properties as they came
 from workqueue.brokers import wait_until
+from workqueue.headers import Entry, encode_table, entries, split_properties
 from workqueue.task import JSON_CONTENT_TYPE
 from workqueue.topology import queue_arguments
 
@@ -169,6 +171,46 @@ class BrokerClient:
             messages.append((properties, body))
 
 
+# ---------------------------------------------------------------- headers as other clients write them
+
+
+def field(kind: bytes, payload: bytes) -> bytes:
+    return kind + payload
+
+
+def long_string(data: bytes, kind: bytes = b"S") -> bytes:
+    return kind + struct.pack(">I", len(data)) + data
+
+
+def table(*items: tuple[str, bytes]) -> bytes:
+    return encode_table([Entry(name.encode(), value) for name, value in items])
+
+
+# A timestamp in milliseconds, as Java and JavaScript senders sometimes write one: year 57,000-odd, which
+# Python's datetime cannot hold (pika 1.4 drops the connection on it).
+MILLIS = field(b"T", struct.pack(">Q", 1_764_000_000_000))
+# Every type of header value AMQP 0-9-1 has, as other clients write them, nested ones too.
+EVERY_TYPE = [
+    ("bool", field(b"t", b"\x01")), ("int8", field(b"b", b"\xfe")), ("uint8", field(b"B", b"\xfe")),
+    ("int16", field(b"s", struct.pack(">h", -300))), ("uint16", field(b"u", struct.pack(">H", 65000))),
+    ("int32", field(b"I", struct.pack(">i", -70000))), ("uint32", field(b"i", struct.pack(">I", 4000000000))),
+    ("int64", field(b"l", struct.pack(">q", -(2**40)))), ("float", field(b"f", struct.pack(">f", 1.5))),
+    ("double", field(b"d", struct.pack(">d", 2.5))), ("decimal", field(b"D", b"\x02" + struct.pack(">i", 12345))),
+    ("text", long_string("caf\u00e9".encode())), ("latin1", long_string(b"caf\xe9")),
+    ("bytes", long_string(b"\x00\xff", b"x")), ("when", field(b"T", struct.pack(">Q", 1_764_000_000))),
+    ("millis", MILLIS), ("nothing", b"V"),
+    ("nested", b"F" + table(("price", field(b"d", struct.pack(">d", 0.1))), ("at", MILLIS),
+                            ("list", long_string(MILLIS + field(b"d", struct.pack(">d", 1.25)), b"A")))),
+    ("list", long_string(field(b"I", struct.pack(">i", 1)) + long_string(b"two"), b"A")),
+]
+
+
+def raw_entries(properties: pika.BasicProperties) -> list[Entry]:
+    """A message's headers as they were on the wire, in order (kept by _pika.KeptProperties)."""
+    assert isinstance(properties, _pika.KeptProperties), "read through workqueue._pika"
+    return entries(split_properties(properties.raw).get("headers", b"\0\0\0\0"))
+
+
 def elapsed(start: float) -> float:
     return time.monotonic() - start
 
@@ -239,7 +281,8 @@ def publish_with_fault(url: str, queue: str, fault: Callable[[subprocess.Popen],
 
 
 class RecordingProxy:
-    """A TCP proxy in front of the broker that keeps every byte its clients send: what goes on the wire."""
+    """A TCP proxy in front of the broker that keeps every byte its clients send (`sent`) and receive
+    (`received`): what goes on the wire."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -248,6 +291,7 @@ class RecordingProxy:
         port = self.listener.getsockname()[1]
         self.url = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{port}", 1)
         self.sent = bytearray()
+        self.received = bytearray()
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
@@ -256,14 +300,13 @@ class RecordingProxy:
                 client, _ = self.listener.accept()
                 broker = socket.create_connection(self.upstream)
                 threading.Thread(target=self.pump, args=(client, broker, self.sent), daemon=True).start()
-                threading.Thread(target=self.pump, args=(broker, client, None), daemon=True).start()
+                threading.Thread(target=self.pump, args=(broker, client, self.received), daemon=True).start()
 
     @staticmethod
-    def pump(source: socket.socket, target: socket.socket, record: bytearray | None) -> None:
+    def pump(source: socket.socket, target: socket.socket, record: bytearray) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if record is not None:
-                    record += data
+                record += data
                 target.sendall(data)
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)

@@ -270,7 +270,8 @@ def test_worker_whose_queue_is_deleted_says_so_and_subscribes_again(broker, queu
     wait_for_consumers(broker.url, queue, 1)
     with BrokerClient(broker.url) as client:
         client.channel.queue_delete(queue)  # the broker cancels the worker's consumer
-    worker.wait_for_output(f"the broker cancelled this worker's subscription to '{queue}' (the queue was deleted")
+    worker.wait_for_output(f"the queue '{queue}' was deleted: the broker cancelled this worker's subscription; "
+                           "subscribing again")
     wait_for_consumers(broker.url, queue, 1)  # declared again, and consumed again
     assert run_publisher(broker.url, queue, "--durations", "0.05").returncode == 0
     assert worker.wait() == 0, worker.output

@@ -70,6 +70,14 @@ def test_demo_shows_flaky_tasks_retried_and_done(broker, tmp_path):
     assert "every task done exactly once (4 of 4)" in report
 
 
+def test_demo_with_more_workers_than_tasks_stops_the_idle_ones_and_ends(broker, tmp_path):
+    result = run_demo(demo_env(broker.url, tmp_path), "--mode", "inline", "--workers", "3", "--durations", "0.2",
+                      "--idle-timeout", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\[demo\] every task is done: stopping worker-\d, worker-\d, which got none to do", result.stdout)
+    assert "every task done exactly once (1 of 1)" in report_of(result.stdout)
+
+
 def report_of(output: str) -> str:
     return output[output.index("[demo] report"):]
 
@@ -232,7 +240,7 @@ def test_ctrl_c_stops_workers_warmly_then_the_local_broker_it_started(tmp_path):
     assert f"management UI: http://localhost:{port + 1}/" in text
     assert text.count("SIGTERM: finishing the current task") == 2
     report = text[text.index("[demo] report"):]
-    assert "4 task(s) published, 2 done" in report and "NOT DONE: task(s) 3, 4" in report
+    assert "4 task(s) published, 2 done" in report and "NOT DONE: task(s) 3-4" in report
     assert "stopping the RabbitMQ node started here" in text
     wait_until(lambda: port_is_free(port), 10, "the demo's broker to be stopped")
 

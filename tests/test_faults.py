@@ -171,9 +171,10 @@ def test_task_outlasting_the_consumer_timeout_is_taken_back_not_claimed(broker, 
         worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1")
         worker.wait_for_output("started task 1")
         with BrokerClient(broker.url) as client:
-            # A second into the 3 s task, the broker takes it back: RabbitMQ 3 closes the worker's
-            # channel, RabbitMQ 4 cancels its consumer.
-            wait_until(lambda: client.consumers(queue) == 0, 10, "the broker to time the consumer out")
+            # A second into the 3 s task, the broker takes it back: RabbitMQ 3 closes the worker's channel (its
+            # consumer is gone at once), RabbitMQ 4 cancels its consumer (which the worker sees once its task ends).
+            wait_until(lambda: client.consumers(queue) == 0 or "the broker took task 1 back" in worker.output, 10,
+                       "the broker to time the consumer out")
     finally:
         # RabbitMQ's defaults again, before the worker subscribes anew once its task is over.
         set_consumer_timeout(node, 1_800_000, 60_000)

@@ -28,9 +28,15 @@ def failed(worker: str, task_id: int, start: float, seconds: float, outcome: str
             "outcome": outcome}
 
 
+def parked(worker: str, task_id: int | None, reason: str, message_id: str | None = None) -> dict:
+    return {"event": "parked", "worker": worker, "task_id": task_id, "message_id": message_id or f"m{task_id}",
+            "label": None, "reason": reason, "at": 200.0}
+
+
 def events(published_events: list[dict], worker_events: list[dict]) -> Events:
     return Events(published_events, [e for e in worker_events if e["event"] == "done"],
-                  [e for e in worker_events if e["event"] == "failed"], 0)
+                  [e for e in worker_events if e["event"] == "failed"], 0,
+                  parked=[e for e in worker_events if e["event"] == "parked"])
 
 
 def test_greedy_makespan_gives_each_task_to_the_first_free_worker():
@@ -44,7 +50,7 @@ def test_report_counts_workers_and_compares_with_the_ideal():
     text, complete = report(events([published(i, s) for i, s in [(1, 3), (2, 1), (3, 1), (4, 1)]], runs), 2, 80)
     assert complete
     assert "4 task(s) published, 4 done" in text
-    assert "a    1 task(s)     3.00 s busy  ids: 1" in text and "ids: 2, 3, 4" in text
+    assert "a    1 task(s)     3.00 s busy  ids: 1" in text and "ids: 2-4" in text
     assert "makespan 3.00 s with 2 worker(s); ideal greedy schedule 3.00 s (x1.000)" in text
     assert "every task done exactly once (4 of 4)" in text
 
@@ -134,3 +140,27 @@ def test_report_of_workers_events_alone_claims_nothing_about_what_was_published(
     assert complete
     assert text.splitlines()[0] == "2 done; no published events in the file, so tasks not done cannot be named"
     assert "published," not in text
+
+
+def test_parked_tasks_are_named_as_parked_with_their_reason_not_as_lost():
+    runs = [done("a", 2, 0, 1), parked("a", None, "delivered 5 times without an ack", message_id="m1"),
+            parked("b", None, "body is not UTF-8 text", message_id="x.9")]
+    text, complete = report(events([published(1, 1), published(2, 1)], runs), 2, 80)
+    assert not complete, "a parked task was not done"
+    assert "PARKED in the dead-letter queue: task 1: delivered 5 times without an ack" in text
+    assert "parked 1 message(s) that are no task of this run, the first because: body is not UTF-8 text" in text
+    assert "NOT DONE" not in text
+
+
+def test_long_lists_of_ids_are_runs_and_stay_short():
+    runs = [done("a", n, n, 0.5) for n in range(1, 3001) if n % 7] + [done("b", n, n, 0.5) for n in range(7, 3001, 7)]
+    text, _ = report(events([published(n, 0.5) for n in range(1, 3002)], runs), 2, 80)
+    assert all(len(line) < 300 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "ids: 1-6, 8-13, 15-20," in text and "NOT DONE: task(s) 3001 " in text
+
+
+def test_a_message_parked_that_is_no_task_of_this_run_does_not_fail_it():
+    runs = [done("a", 1, 0, 1), parked("a", None, "body is not UTF-8 text", message_id="left.from.before")]
+    text, complete = report(events([published(1, 1)], runs), 1, 80)
+    assert complete and "every task done exactly once (1 of 1)" in text
+    assert "parked 1 message(s) that are no task of this run" in text

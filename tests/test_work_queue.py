@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -51,12 +52,17 @@ def test_task_survives_worker_crash(broker, queue, tmp_path):
         assert client.depth(queue) == 0
 
 
-def test_worker_exits_after_idle_timeout(broker, queue, tmp_path):
+def test_worker_waits_for_its_first_task_then_exits_after_idle_timeout(broker, queue, tmp_path):
+    """The idle clock starts at the first task: a worker started before a person starts the publisher waits."""
+    worker = WorkerProcess(broker.url, queue, tmp_path, "idler", "--idle-timeout", "1")
+    wait_for_consumers(broker.url, queue, 1)
+    time.sleep(2)  # twice the idle timeout, before any task: the worker is still there
+    assert worker.process.poll() is None, worker.output
+    assert run_publisher(broker.url, queue, "--durations", "0.1").returncode == 0
     start = time.monotonic()
-    worker = WorkerProcess(broker.url, queue, tmp_path, "idler", "--idle-timeout", "1.5")
     assert worker.wait(timeout=20) == 0, worker.output
-    assert elapsed(start) >= 1.5
-    assert "summary: 0 task(s) done" in worker.output
+    assert elapsed(start) >= 1
+    assert "summary: 1 task(s) done" in worker.output and re.search(r"no task for 1\.\d s: exiting", worker.output)
 
 
 def test_idle_timeout_counts_from_the_last_task(broker, queue, tmp_path):

@@ -12,6 +12,15 @@ back to pika's public API, and `fallback_note()` is the one line that says so (t
 - abort: ends a connection from another thread (its socket, _impl._transport._sock), so that a deadline
   can end a blocking call that the broker never answers. Fallback: the call waits for pika's heartbeat.
   Pinned by test_set_up_that_the_broker_never_answers_gives_up_with_one_line.
+- KeptProperties: pika's class for a message's properties (pika.spec.props) made one that keeps the bytes
+  and reads any bytes: a header pika cannot turn into Python no longer drops the connection, and a copy keeps
+  every header as its sender wrote it. Fallback: pika's class, and such a message is left to the queue's
+  delivery limit. Pinned by test_parked_and_retried_copies_keep_every_header_value_and_type.
+- negotiated: the frame and channel limits agreed with the broker (BlockingConnection._impl.params).
+  Fallback: the limits asked for. Pinned by test_a_copy_too_big_for_a_frame_is_sent_without_the_senders_largest_header.
+- cancel_keeping_deliveries: a consumer cancelled without handing back what crosses the cancel
+  (BlockingChannel._consumer_infos, Channel._on_deliver). Fallback: basic_cancel, whose hand-backs count as
+  deliveries. Pinned by test_a_delivery_that_crosses_a_workers_cancel_is_run_not_handed_back.
 - ConnectionKeeper: public methods only, but a BlockingConnection served by two threads in turn, which
   pika's thread-safety contract does not cover; see its docstring for why it holds.
 """
@@ -19,6 +28,7 @@ back to pika's public API, and `fallback_note()` is the one line that says so (t
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import threading
 import time
@@ -28,6 +38,8 @@ import pika.channel
 import pika.exceptions
 import pika.frame
 import pika.spec
+
+from workqueue import headers
 
 # The pika releases whose private names this module was tested with (requirements.txt pins one).
 TESTED_PIKA = ("1.4.4",)
@@ -41,7 +53,9 @@ def fallback_note() -> str | None:
     if PRIVATE_OK:
         return None
     return (f"pika {pika.__version__} is not a release this was tested with ({', '.join(TESTED_PIKA)}): using "
-            "pika's public API only (publishing is slower; a consumer timeout is noticed one task late)")
+            "pika's public API only: publishing is slower, a consumer timeout is noticed one task late, a "
+            "header pika cannot read drops the connection, copies may change a header's type, and a worker "
+            "that leaves may hand a task back")
 
 
 # ---------------------------------------------------------------- publishing a window of tasks at once
@@ -85,6 +99,130 @@ class FramePublisher:
         if self.window:
             self.connection._adapter_emit_data(b"".join(self.window))
             self.window = []
+
+
+# ---------------------------------------------------------------- properties as the sender wrote them
+
+
+class KeptProperties(pika.BasicProperties):
+    """Basic properties that keep the bytes they were decoded from (`raw`), and that decode whatever bytes.
+
+    pika decodes a message's properties while it reads frames, before any callback of ours: properties it
+    cannot turn into Python (a timestamp header in milliseconds, as Java and JavaScript senders write by
+    mistake) end the connection, on every delivery of that message, for ever. Decoded here, pika's reading
+    is tried first; what it cannot read is read by headers.read_table, which gives Unreadable for a value
+    Python cannot hold. `raw` lets a copy keep every byte the sender wrote (headers.copy_properties).
+    Installed as pika's class for basic properties (pika.spec.props), so that the frame reader makes these:
+    the only change made to pika, by this module's import.
+    """
+
+    raw = b""
+
+    def decode(self, encoded: bytes, offset: int = 0) -> KeptProperties:
+        self.raw = bytes(encoded[offset:])
+        try:
+            return super().decode(encoded, offset)
+        except Exception:  # whatever pika raises on bytes it cannot read: read here what can be
+            self.__init__()  # every property None
+        try:
+            fields = headers.split_properties(self.raw)
+        except ValueError:
+            return self
+        for name, _bit, kind in headers.PROPERTIES:
+            value = fields.get(name)
+            if value is None:
+                continue
+            if kind == "short":
+                setattr(self, name, headers.short_text(value))
+            elif kind == "octet":
+                setattr(self, name, value[0])
+            elif kind == "long":
+                setattr(self, name, int.from_bytes(value, "big"))
+            else:
+                with contextlib.suppress(Exception):  # a decoder that pika calls must never raise
+                    self.headers = headers.read_table(value)
+        return self
+
+
+class RawProperties(pika.BasicProperties):
+    """Basic properties given as their encoded bytes, published as they are (headers.copy_properties makes them).
+
+    basic_publish marshals a content header through its properties' encode(); this one returns the bytes.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def encode(self) -> list[bytes]:
+        return [self.raw]
+
+
+def raw_properties(properties: pika.BasicProperties) -> bytes:
+    """The encoded bytes of a delivery's properties: as they came, where KeptProperties kept them; else pika's
+    encoding of what it decoded (which may have changed a header's type or value), or, if pika cannot write
+    back what it read, the properties with only a header that says so."""
+    raw = getattr(properties, "raw", None)
+    if raw:
+        return raw
+    try:
+        return b"".join(properties.encode())
+    except Exception as error:  # pika read the sender's headers but cannot write them again
+        stripped = copy.copy(properties)
+        stripped.headers = {"x-unsendable-headers": f"{type(error).__name__}: {error}"[:200]}
+        return b"".join(stripped.encode())
+
+
+if PRIVATE_OK:
+    pika.spec.props[pika.BasicProperties.INDEX] = KeptProperties
+
+
+# ---------------------------------------------------------------- limits agreed with the broker
+
+
+def negotiated(connection, parameters: pika.ConnectionParameters) -> tuple[int, int]:
+    """(frame_max, channel_max) as the broker and pika agreed them (connection.tune) for a BlockingConnection;
+    pika keeps them on a copy of the parameters, inside its connection. Without it, what we asked for."""
+    agreed = getattr(getattr(connection, "_impl", None), "params", None) if PRIVATE_OK else None
+    source = agreed if isinstance(agreed, pika.ConnectionParameters) else parameters
+    return source.frame_max, source.channel_max
+
+
+# ---------------------------------------------------------------- leaving without handing a task back
+
+
+def cancel_keeping_deliveries(channel, consumer_tag: str) -> list[tuple]:
+    """Cancel a BlockingChannel consumer; return the deliveries pika holds for it, and those that cross the
+    cancel on the wire, as (method, properties, body) each, for the caller to run and ack.
+
+    pika's basic_cancel rejects them (requeue), and a quorum queue counts every reject as a delivery: a
+    worker leaving in a rolling deploy would bring the tasks it was handed closer to being parked. With
+    prefetch 1 and a task in hand, nothing can cross; this is for a worker that leaves while idle or holds
+    several (--prefetch). pika passes a delivery for a consumer being cancelled to its channel's
+    _on_deliver, which rejects it: for the time of the cancel that method is ours, and keeps it instead.
+    Fallback: pika's basic_cancel, and what it rejects counts.
+    """
+    info = channel._consumer_infos.get(consumer_tag) if PRIVATE_OK else None
+    impl = getattr(channel, "_impl", None)
+    if info is None or info.cancelled_by_broker or impl is None or not hasattr(impl, "_on_deliver"):
+        channel.basic_cancel(consumer_tag)  # cancelled by the broker already: what it held, it took back
+        return []
+    crossed: list[tuple] = []
+    pikas_own = impl._on_deliver
+
+    def on_deliver(method_frame, header_frame, body) -> None:
+        if method_frame.method.consumer_tag == consumer_tag:
+            crossed.append((method_frame.method, header_frame.properties, body))
+        else:
+            pikas_own(method_frame, header_frame, body)
+
+    info.auto_ack = True  # BlockingChannel then returns the deliveries it holds, instead of rejecting them
+    impl._on_deliver = on_deliver
+    try:
+        held = channel.basic_cancel(consumer_tag)
+    finally:
+        del impl._on_deliver  # pika's own again
+    return list(held) + crossed
 
 
 # ---------------------------------------------------------------- a consumer the broker cancelled
@@ -173,8 +311,11 @@ class ConnectionKeeper:
     test_long_task_keeps_its_connection_under_a_1s_heartbeat pins it.
     """
 
-    def __init__(self, connection: pika.BlockingConnection) -> None:
+    def __init__(self, connection: pika.BlockingConnection, after_serving=None) -> None:
+        """`after_serving()`, if given, runs on the helper's thread after each time it served the connection, in its
+        turn: it may use the connection then."""
         self.connection = connection
+        self.after_serving = after_serving
         self.turn = threading.Lock()
         self.turn.acquire()  # the worker's turn, except while a task runs
         self.busy_since: float | None = None
@@ -208,6 +349,8 @@ class ConnectionKeeper:
             try:
                 if self.connection.is_open:
                     self.connection.process_data_events(time_limit=0)
+                    if self.after_serving:
+                        self.after_serving()
             except pika.exceptions.AMQPError as error:
                 self.error = error  # the worker's thread raises it once the task is done
             finally:

@@ -138,8 +138,9 @@ def worker_parser(prog: str = "consumer.py") -> argparse.ArgumentParser:
                              "a worker crash counts as a delivery of every task it held, run or not "
                              "(env WORKER_PREFETCH, default %(default)s)")
     parser.add_argument("--idle-timeout", type=non_negative_float, default=env("WORKER_IDLE_TIMEOUT", "6"),
-                        help="exit after this many seconds with no task; 0 = never "
-                             "(env WORKER_IDLE_TIMEOUT, default %(default)s)")
+                        help="exit after this many seconds with no task, counted from the end of the last one: "
+                             "the queue has run dry (a worker waits for its first task however long it takes); "
+                             "0 = never (env WORKER_IDLE_TIMEOUT, default %(default)s)")
     parser.add_argument("--max-deliveries", type=bounded_int(1, BROKER_DELIVERY_LIMIT),
                         default=env("WORKER_MAX_DELIVERIES", "5"),
                         help="a quorum-queue task delivered this many times without an ack (its worker died, "

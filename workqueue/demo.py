@@ -47,7 +47,8 @@ Options:
   --durations LIST     exact durations, e.g. 3,1,4.5 (overrides --tasks, --min/--max-seconds)
   --flaky N            N of the tasks fail their first attempt on purpose: watch them fail, wait on the
                        broker and succeed on a later retry (the report counts their failed attempts)
-  --idle-timeout S     workers exit after S seconds without a task (default 6)
+  --idle-timeout S     workers exit S seconds after their last task (default 6); once every task is
+                       done, a worker that got none is stopped then too; 0: they wait for more
   --kill-worker        kill a worker with SIGKILL in the middle of a task (needs 2 workers or more): look
                        for the task started by the killed worker, then done by another, once, nothing lost
   --restart-broker     once every task is confirmed and some are in progress, kill the broker (kill -9)
@@ -381,6 +382,9 @@ class Processes:
             return False
         return True
 
+    def exited(self, name: str) -> bool:
+        return (self.run_dir / f"{name}.exit").exists()
+
     def exit_status(self, name: str) -> int:
         try:
             return int((self.run_dir / f"{name}.exit").read_text())
@@ -490,10 +494,38 @@ class Demo:
                 threading.Thread(target=Director(self, consuming_since).run, daemon=True).start()
             if mode == "tmux" and sys.stdin.isatty() and sys.stdout.isatty():
                 self.watch_in_tmux()
-            processes.wait(processes.workers())
+            self.wait_for_the_workers()
             processes.wait_started("publisher")
             processes.wait(["publisher"])
         return self.finish()
+
+    def wait_for_the_workers(self) -> None:
+        """Until every worker has exited. A worker leaves --idle-timeout seconds after its last task, and one that
+        got no task waits for its first: once the publisher has exited and every task it got confirmed is done or
+        parked, such a worker is asked to stop (SIGTERM), as long after as the idle timeout."""
+        processes, idle = self.processes, float(self.settings["idle_timeout"])
+        settled_at = None
+        while running := [name for name in processes.workers() if processes.running(name)]:
+            if settled_at is None and processes.exited("publisher") and self.all_settled():
+                settled_at = time.monotonic()
+                if not idle:
+                    say("every task is done; the workers wait for more (--idle-timeout 0): Ctrl-C stops them")
+            elif settled_at is not None and idle and time.monotonic() - settled_at > idle + 1:
+                say(f"every task is done: stopping {', '.join(running)}, which got none to do")
+                for name in running:
+                    processes.signal(name, signal.SIGTERM)
+                processes.wait(running)
+            time.sleep(0.2)
+
+    def all_settled(self) -> bool:
+        """Whether every task the publisher got confirmed is done (acked) or parked, by the events file."""
+        published, settled = set(), set()
+        for event in events.read(str(self.events)) if self.events.exists() else ():
+            if event and event["event"] == "published":
+                published.add(event.get("message_id"))
+            elif event and (event["event"] == "parked" or (event["event"] == "done" and event.get("acked", True))):
+                settled.add(event.get("message_id"))
+        return published <= settled
 
     def watch_in_tmux(self) -> None:
         """Watch from inside tmux; the session is closed for you once every worker has exited."""
@@ -600,7 +632,7 @@ class Director:
         return False
 
     def all_confirmed(self) -> bool:
-        return self.processes.exit_status("publisher") == 0 and (self.demo.run_dir / "publisher.exit").exists()
+        return self.processes.exited("publisher") and self.processes.exit_status("publisher") == 0
 
     def restart_broker(self, in_flight: int) -> None:
         say(f"killing the broker (kill -9) with {in_flight} task(s) in progress, then starting it again")

@@ -5,6 +5,7 @@ Writer and reader side by side, so that they cannot drift apart:
 - "started": a worker began an attempt at a task.
 - "done": a worker finished a task; `acked` false if the ack could not be sent (it will be done again).
 - "failed": a worker's attempt at a task raised; `outcome` says what became of it.
+- "parked": a worker moved a message to <queue>.dead, with the `reason`: it will not be run (again).
 - "killed", "broker_down": what the demo did on purpose, to show that nothing is lost.
 Times are Unix seconds; `started` and `finished` bound the work itself.
 """
@@ -24,6 +25,7 @@ REQUIRED = {
     "started": {"worker", "started"},
     "done": {"worker", "started", "finished"},
     "failed": {"worker", "started", "finished"},
+    "parked": {"worker", "at", "reason"},
     "killed": {"worker", "started", "at"},
     "broker_down": {"down", "up"},
 }
@@ -85,6 +87,12 @@ def attempt(kind: str, worker: str, task_id: int | None, seconds: float, started
             f'"label": {text(label)}{extra}}}')
 
 
+def parked(worker: str, task_id: int | None, message_id: str | None, label: str | None, reason: str) -> str:
+    """A message a worker parked in <queue>.dead; task_id and label are None for one that is no task."""
+    return ENCODER.encode({"event": "parked", "worker": worker, "task_id": task_id, "message_id": message_id,
+                           "label": label, "reason": reason, "at": time.time()})
+
+
 def started(worker: str, task_id: int | None, seconds: float, attempt_number: int, message_id: str | None,
             label: str) -> str:
     return (f'{{"event": "started", "worker": {text(worker)}, "task_id": {task_number(task_id)}, '
@@ -99,6 +107,7 @@ class Events(NamedTuple):
     skipped: int  # lines that are not events: truncated, not JSON, or missing a field
     started: Sequence[dict] = ()  # attempts begun
     incidents: Sequence[dict] = ()  # workers killed and broker restarts, by the demo
+    parked: Sequence[dict] = ()  # messages moved to <queue>.dead
 
 
 def read(path: str) -> Iterator[dict | None]:
@@ -124,9 +133,10 @@ def checked(line: str) -> dict | None:
 
 def load(path: str) -> Events:
     """The events of one run's file, by kind; lines that are not whole events are counted and skipped."""
-    loaded = Events([], [], [], 0, [], [])
+    loaded = Events([], [], [], 0, [], [], [])
     by_kind = {"published": loaded.published, "done": loaded.done, "failed": loaded.failed,
-               "started": loaded.started, "killed": loaded.incidents, "broker_down": loaded.incidents}
+               "started": loaded.started, "killed": loaded.incidents, "broker_down": loaded.incidents,
+               "parked": loaded.parked}
     skipped = 0
     for event in read(path):
         if event is None:

@@ -10,14 +10,15 @@ the copy is confirmed by the broker before the original is acked: a task may be 
 
 from __future__ import annotations
 
-import copy
 import threading
 from typing import NamedTuple
 
 import pika
 import pika.exceptions
 
+from workqueue import _pika
 from workqueue.errors import Refused
+from workqueue.headers import copy_properties
 from workqueue.output import log
 from workqueue.settings import RetryPolicy
 from workqueue.task import BadTask, Task, decode
@@ -32,8 +33,6 @@ FAILURES_HEADER = "x-task-failures"
 LAST_ERROR_HEADER = "x-last-error"
 # Header of a parked message: how many times the broker had delivered it, this last delivery included.
 DELIVERIES_HEADER = "x-deliveries"
-# Header of a moved message that had a per-message TTL; the copy has none, so it cannot expire unseen.
-ORIGINAL_EXPIRATION_HEADER = "x-original-expiration"
 # Headers a quorum queue puts on a redelivery. RabbitMQ 3.x counts every return in x-delivery-count;
 # 4.x counts there only crashes and rejects, and every return (a consumer timeout too) in x-acquired-count
 # (https://www.rabbitmq.com/docs/quorum-queues#poison-message-handling).
@@ -109,7 +108,8 @@ def decide(body: bytes, headers: dict, content_type: str | None, queue_type: str
 
 def after_failure(task: Task, error: str, policy: RetryPolicy, earlier: int | None) -> Retry | Park:
     """What to do with a task whose attempt raised `error`: retry it after a delay, or park it when none is left."""
-    headers = {FAILURES_HEADER: task.attempt, LAST_ERROR_HEADER: error[:ERROR_TEXT_LENGTH]}
+    error = error[:ERROR_TEXT_LENGTH]
+    headers = {FAILURES_HEADER: task.attempt, LAST_ERROR_HEADER: error}
     if task.attempt > policy.retries:
         return park(f"failed {task.attempt} times (--retries {policy.retries}); last error: {error}", earlier,
                     **headers)
@@ -118,31 +118,52 @@ def after_failure(task: Task, error: str, policy: RetryPolicy, earlier: int | No
 
 # ---------------------------------------------------------------- the confirmed copy
 
+# A content header frame's own bytes, besides the properties: type, channel and size (7), class, weight and body
+# size (12), and the end octet (1).
+HEADER_FRAME_BYTES = 20
+
 
 class Mover:
-    """Moves a delivered message to another queue, confirmed, before the caller acks the original."""
+    """Copies a delivered message to another queue, confirmed, before the caller acks the original.
 
-    def __init__(self, connection: pika.BlockingConnection, who: str) -> None:
+    The copy keeps the message's body and every header as its sender wrote them (headers.copy_properties), less
+    the broker's delivery counts (the next queue counts afresh) and its own TTL (kept as a header: a parked copy
+    must not expire unseen), plus ours. It goes on a channel of its own in confirm mode, opened at the first
+    copy; on `channel` instead, if given (a broker that allows one channel per connection: the consuming one,
+    in confirm mode).
+    """
+
+    def __init__(self, connection: pika.BlockingConnection, who: str, frame_max: int, topology,
+                 channel=None) -> None:
         self.connection = connection
         self.who = who
-        self.channel = None  # opened at the first message that needs it
+        self.frame_max = frame_max
+        self.topology = topology
+        self.channel = channel
 
     def move(self, properties: pika.BasicProperties, body: bytes, queue: str, headers: dict) -> None:
         """Publish a copy of the message to `queue` with these headers added, and wait for its confirm.
 
-        Raises Refused if the broker refuses the copy: acking the original then would lose the message.
+        A queue of ours that someone deleted is declared again. Raises Refused if the broker refuses the copy:
+        acking the original then would lose the message.
         """
-        copied = copy.copy(properties)
-        copied.headers = {name: value for name, value in (properties.headers or {}).items()
-                          if name not in DELIVERY_COUNT_HEADERS}  # the next queue counts afresh
-        copied.headers.update(headers)
-        copied.delivery_mode = pika.DeliveryMode.Persistent.value
-        if properties.expiration is not None:
-            copied.expiration = None
-            copied.headers[ORIGINAL_EXPIRATION_HEADER] = properties.expiration
+        limit = self.frame_max - HEADER_FRAME_BYTES
+        try:
+            raw, dropped = copy_properties(_pika.raw_properties(properties), drop=set(DELIVERY_COUNT_HEADERS),
+                                           add=headers, limit=limit)
+        except ValueError:  # bytes no basic properties are made of: what pika read of them, written its way
+            properties.raw = b""
+            raw, dropped = copy_properties(_pika.raw_properties(properties), drop=set(DELIVERY_COUNT_HEADERS),
+                                           add=headers, limit=limit)
+        if len(raw) > limit:
+            raise Refused(f"a copy for {queue!r} cannot fit one frame of {self.frame_max} bytes, even without the "
+                          "sender's headers; it stays on the work queue")
+        if dropped:
+            log(self.who, f"the copy in {queue!r} left out the sender's header(s) {', '.join(dropped)}: with ours "
+                          f"they would not fit one frame of {self.frame_max} bytes (named in x-dropped-headers)")
         if self.channel is None:
-            # A channel of its own, with confirms, so that the broker has the copy before the original
-            # is acked; the consuming channel stays a plain consumer.
+            # A channel of its own, with confirms, so that the broker has the copy before the original is
+            # acked; the consuming channel stays a plain consumer.
             self.channel = self.connection.channel()
             self.channel.confirm_delivery()
         # Waiting for a confirm can take long (a resource alarm blocks publishing): say so, once.
@@ -151,20 +172,21 @@ class Mover:
         slow.daemon = True
         slow.start()
         try:
-            self.publish(copied, body, queue, headers)
+            self.publish(_pika.RawProperties(raw), body, queue)
         finally:
             slow.cancel()
 
-    def publish(self, properties: pika.BasicProperties, body: bytes, queue: str, ours: dict) -> None:
+    def publish(self, properties: pika.BasicProperties, body: bytes, queue: str) -> None:
         try:
-            self.channel.basic_publish("", queue, body, properties, mandatory=True)
+            try:
+                self.channel.basic_publish("", queue, body, properties, mandatory=True)
+            except pika.exceptions.UnroutableError:
+                self.topology.declare_again(self.channel, queue)
+                log(self.who, f"{queue!r} was gone: declared it again")
+                self.channel.basic_publish("", queue, body, properties, mandatory=True)
         except pika.exceptions.UnroutableError:
-            raise Refused(f"the broker could not route a message to {queue!r} (the queue is gone?); "
+            raise Refused(f"the broker could not route a message to {queue!r}, even declared again; "
                           "it stays on the work queue") from None
         except pika.exceptions.NackError:
             raise Refused(f"the broker refused a message into {queue!r} (a length limit with "
                           "overflow reject-publish?); it stays on the work queue") from None
-        except (TypeError, ValueError, OverflowError, UnicodeError) as error:
-            # pika read the sender's headers but cannot write them again: keep the message, with ours only.
-            properties.headers = {**ours, "x-unsendable-headers": f"{type(error).__name__}: {error}"[:200]}
-            self.channel.basic_publish("", queue, body, properties, mandatory=True)

@@ -24,3 +24,32 @@ def show_any_text() -> None:
     """
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
+
+
+class IdRuns:
+    """Task ids as runs ("1-40, 45"), in the order they came, keeping at most `limit` runs: a line that names
+    them stays short, and the memory they take stays bounded, however many tasks there are."""
+
+    def __init__(self, limit: int = 12) -> None:
+        self.limit = limit
+        self.runs: list[list[int]] = []  # [first, last] each
+        self.more = 0  # ids past the last run kept
+        self.others = 0  # tasks with no id (the tutorial's text tasks)
+
+    def add(self, task_id: int | None) -> None:
+        if not isinstance(task_id, int):
+            self.others += 1
+        elif self.runs and self.runs[-1][1] + 1 == task_id:
+            self.runs[-1][1] = task_id
+        elif len(self.runs) < self.limit:
+            self.runs.append([task_id, task_id])
+        else:
+            self.more += 1
+
+    def __str__(self) -> str:
+        parts = [str(first) if first == last else f"{first}-{last}" for first, last in self.runs]
+        if self.more:
+            parts.append(f"and {self.more:,} more")
+        if self.others:
+            parts.append(f"{self.others:,} text task(s)")
+        return ", ".join(parts) or "none"

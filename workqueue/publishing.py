@@ -31,9 +31,17 @@ from workqueue import _pika, events
 from workqueue.connection import UNANSWERED_HINT, Backoff, connect, describe, open_async, setup_seconds
 from workqueue.errors import Unanswered, WorkQueueError
 from workqueue.output import log
-from workqueue.settings import PublisherSettings
+from workqueue.settings import PublisherSettings, Queue
 from workqueue.task import Task, encode, run_prefix
-from workqueue.topology import mismatch, queue_arguments, refusal
+from workqueue.topology import (
+    DECLARATIONS,
+    dead_letter_queue,
+    declaration_arguments,
+    lacks_backstop,
+    mismatch,
+    refusal,
+    work_queue_arguments,
+)
 
 WHO = "publisher"
 # Tasks sent but not yet confirmed, at most: enough to keep the broker busy, bounded in memory.
@@ -179,6 +187,10 @@ class ConfirmWindow:
     def __init__(self, connection: pika.SelectConnection, settings: PublisherSettings, tasks: Tasks,
                  outcome: Outcome, signals) -> None:
         self.connection = connection
+        # How the work queue is declared: topology.DECLARATIONS, in turn, while the broker refuses only the
+        # backstop's arguments.
+        self.ways = DECLARATIONS if settings.queue.type == "quorum" else ("none",)
+        self.way = 0
         self.settings = settings
         self.signals = signals
         self.tasks = tasks
@@ -194,6 +206,7 @@ class ConfirmWindow:
         self.lost: BaseException | None = None
         self.fatal: WorkQueueError | None = None
         self.setup_seconds = setup_seconds(settings.broker.connect_timeout)
+        self.publisher: _pika.FramePublisher | None = None  # once confirms are on
 
     def run(self) -> None:
         """Publish until every task is confirmed or failed, or the connection is lost, or a signal came.
@@ -222,11 +235,21 @@ class ConfirmWindow:
         channel.add_on_close_callback(self.on_channel_closed)
         channel.add_on_return_callback(self.on_return)  # the tasks are mandatory: see _pika.FramePublisher
         queue = self.settings.queue
-        channel.queue_declare(queue.name, durable=True, arguments=queue_arguments(queue.type),
-                              callback=self.on_queue_declareok)
+        channel.queue_declare(queue.name, callback=self.on_queue_declareok,
+                              **declaration_arguments(queue, self.ways[self.way]))
 
     @guarded
     def on_queue_declareok(self, _frame) -> None:
+        if self.ways[self.way] == "ours":
+            # The backstop's target must exist, or what the broker parks waits in the work queue's own books.
+            dead = Queue(dead_letter_queue(self.settings.queue.name), self.settings.queue.type)
+            self.channel.queue_declare(dead.name, durable=True, arguments=work_queue_arguments(dead, backstop=False),
+                                       callback=self.on_dead_letter_queue_declareok)
+        else:
+            self.on_dead_letter_queue_declareok(None)
+
+    @guarded
+    def on_dead_letter_queue_declareok(self, _frame) -> None:
         self.channel.confirm_delivery(ack_nack_callback=self.on_confirm, callback=self.on_confirm_selectok)
 
     @guarded
@@ -310,6 +333,12 @@ class ConfirmWindow:
         self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch)
 
     def on_channel_closed(self, _channel, reason: BaseException) -> None:
+        if self.publisher is None and self.way + 1 < len(self.ways) and lacks_backstop(reason) and not self.closing:
+            # A queue made without our backstop (by the tutorial, an earlier release, or with one of its own):
+            # declared the next way, and used as it is.
+            self.way += 1
+            self.connection.channel(on_open_callback=self.declare_queue)
+            return
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == 406:
             self.fatal = mismatch(self.settings.queue, reason.reply_text)
         elif refused := refusal(reason, f"declare or publish to queue {self.settings.queue.name!r}"):

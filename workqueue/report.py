@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 from workqueue.events import Events
+from workqueue.output import IdRuns
+
+# Parked tasks named one by one, at most; the rest are counted.
+PARKED_LINES = 10
 
 # Narrowest timeline drawn, in columns, however narrow the terminal.
 MIN_TIMELINE_WIDTH = 20
@@ -106,7 +110,8 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
              f"{len(acked)} done; no published events in the file, so tasks not done cannot be named"]
     if events.skipped:
         lines.append(f"skipped {events.skipped} line(s) of the events file that are not whole events")
-    if not acked and not failed:
+    parked_events = list(events.parked)
+    if not acked and not failed and not parked_events:
         return "\n".join(lines + ["no task was done"]), not published
 
     by_worker: dict[str, list[dict]] = defaultdict(list)
@@ -116,12 +121,15 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
     for name in sorted(by_worker):
         done = sorted(by_worker[name], key=lambda e: e["started"])
         busy = sum(e["finished"] - e["started"] for e in done)
-        ids = ", ".join(task_name(e) for e in done)
+        ids = IdRuns()
+        for event in done:
+            ids.add(event.get("task_id"))
         lines.append(f"  {name.ljust(name_width)}  {len(done):3d} task(s)  {busy:7.2f} s busy  ids: {ids}")
 
     killed = [e for e in events.incidents if e["event"] == "killed"]
     downtimes = [e for e in events.incidents if e["event"] == "broker_down"]
-    lines += ["", *timeline(acked + failed + killed, width, downtimes), ""]
+    if acked or failed or killed:
+        lines += ["", *timeline(acked + failed + killed, width, downtimes), ""]
 
     done_keys = {task_key(e) for e in acked}
     missing = [event for event in published if task_key(event) not in done_keys]
@@ -152,17 +160,36 @@ def report(events: Events, workers: int | None, width: int) -> tuple[str, bool]:
                                  for e in runs_of_task)
         lines.append(f"DONE MORE THAN ONCE: task {task_name(runs_of_task[0])} "
                      f"({len(runs_of_task)} times: {workers_seen})")
-    parked = {task_key(e) for e in failed if e.get("outcome") == "parked"}
+    parked_after_failures = {task_key(e) for e in failed if e.get("outcome") == "parked"}
+    lines += parked_lines(parked_events, parked_after_failures, {task_key(e): e for e in published})
+    parked = parked_after_failures | ({task_key(e) for e in parked_events} & ours)
     still_missing = [e for e in missing if task_key(e) not in parked]
     if still_missing:
-        lines.append(f"NOT DONE: task(s) {', '.join(task_name(e) for e in still_missing)} (still on the queue, "
-                     "or lost)")
+        ids = IdRuns()
+        for event in still_missing:
+            ids.add(event.get("task_id"))
+        lines.append(f"NOT DONE: task(s) {ids} (still on the queue, or lost)")
     if foreign:
         lines.append(f"also done: {len(foreign)} task(s) this run did not publish (left on the queue before)")
     if published and not missing and not twice:
         lines.append(f"every task done exactly once ({len(published)} of {len(published)})")
     lines += incident_lines(events, acked, len(still_missing))
     return "\n".join(lines), not missing and not parked
+
+
+def parked_lines(parked: list[dict], said: set[str], published: dict[str, dict]) -> list[str]:
+    """The messages workers parked in <queue>.dead, with the reason: tasks of this run by name (those parked after
+    failed attempts are told by retry_lines), the rest counted."""
+    tasks = [event for event in parked if task_key(event) in published and task_key(event) not in said]
+    lines = [f"PARKED in the dead-letter queue: task {task_name(published[task_key(event)])}: {event['reason']}"
+             for event in tasks[:PARKED_LINES]]
+    if len(tasks) > PARKED_LINES:
+        lines.append(f"PARKED in the dead-letter queue: {len(tasks) - PARKED_LINES} more task(s)")
+    others = [event for event in parked if task_key(event) not in published]
+    if others:
+        what = "message(s) that are no task of this run" if published else "message(s)"
+        lines.append(f"parked {len(others)} {what}, the first because: {others[0]['reason']}")
+    return lines
 
 
 def retry_lines(failed: list[dict], done_keys: set[str]) -> list[str]:

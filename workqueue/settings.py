@@ -69,7 +69,7 @@ class WorkerSettings:
     queue: Queue = Queue()
     name: str = field(default_factory=worker_name)
     prefetch: int = 1  # unacked tasks the broker may hand this worker at once; 1 is fair dispatch
-    idle_timeout: float = 6.0  # exit after this many seconds with no task; 0 = never
+    idle_timeout: float = 6.0  # exit this many seconds after the last task (none yet: wait); 0 = never
     max_deliveries: int = 5  # a quorum-queue task delivered this often without an ack is parked
     retry: RetryPolicy = RetryPolicy()
     events: str | None = None  # a file to append a JSON line to per attempt

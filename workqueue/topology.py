@@ -1,6 +1,10 @@
 """Every queue the scripts declare, in one place, and what the broker's refusals of them mean.
 
-- the work queue: durable, declared exactly as tutorial two declares it, so its scripts and ours share it;
+- the work queue: durable, as tutorial two declares it ({"x-queue-type": "quorum"}), and, when the scripts
+  make it, with a backstop: the broker itself dead-letters to <queue>.dead a message delivered more than
+  BROKER_DELIVERY_LIMIT times without an ack, whatever took it (https://www.rabbitmq.com/docs/quorum-queues
+  #poison-message-handling). A queue that exists without it (made by the tutorial, or by this project's
+  earlier release) is used as it is, and the worker says in one line how to add it by policy;
 - <queue>.dead: where a message that must not run (again) is parked, with the reason;
 - <queue>.retry.<delay>s: one per retry delay, whose message TTL sends a failed task back to the work queue
   when its delay is over (RabbitMQ's own dead-lettering, no plugin).
@@ -8,10 +12,13 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pika.exceptions
 
 from workqueue.errors import QueueMismatch, Refused
-from workqueue.settings import Queue, RetryPolicy
+from workqueue.settings import BROKER_DELIVERY_LIMIT, Queue, RetryPolicy
 
 # Tasks that cannot or must not run are moved to this queue, with the reason, instead of being dropped.
 DEAD_LETTER_SUFFIX = ".dead"
@@ -21,6 +28,11 @@ REFUSALS = {
     405: "another connection holds the queue exclusively",
     406: "the queue exists with other settings",
 }
+# How long a queue whose consumers were cancelled is watched for its deletion, in seconds.
+GONE_SECONDS = 0.5
+# The arguments of the backstop: a queue that exists without them is used without it.
+BACKSTOP_ARGUMENTS = ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+                      "x-dead-letter-strategy", "x-overflow")
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -33,8 +45,39 @@ def retry_queue(queue: str, delay: float) -> str:
 
 
 def queue_arguments(queue_type: str) -> dict | None:
-    """The work queue's arguments: tutorial two's {"x-queue-type": "quorum"}, or none for a classic queue."""
+    """Tutorial two's arguments: {"x-queue-type": "quorum"}, or none for a classic queue."""
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def work_queue_arguments(queue: Queue, backstop: bool = True) -> dict | None:
+    """The work queue's arguments: the tutorial's, and for a quorum queue the backstop (unless not `backstop`).
+
+    The broker dead-letters at least once (kept until <queue>.dead has it), which needs the queue to refuse
+    publishes when full rather than drop its oldest message; nothing here sets a length limit.
+    """
+    arguments = queue_arguments(queue.type)
+    if arguments and backstop:
+        arguments.update({"x-delivery-limit": BROKER_DELIVERY_LIMIT, "x-dead-letter-exchange": "",
+                          "x-dead-letter-routing-key": dead_letter_queue(queue.name),
+                          "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+    return arguments
+
+
+def lacks_backstop(error: BaseException) -> bool:
+    """Whether a refused declaration (406) only says the queue exists without the backstop's arguments."""
+    return (isinstance(error, pika.exceptions.ChannelClosedByBroker) and error.reply_code == 406
+            and any(f"inequivalent arg '{name}'" in error.reply_text for name in BACKSTOP_ARGUMENTS))
+
+
+def backstop_advice(queue: Queue) -> str:
+    """The line that says how to give an existing queue the backstop, without making it again."""
+    return (f"queue {queue.name!r} has no delivery limit of its own (it was declared without one, by the tutorial "
+            f"or an earlier release): a message no worker can settle comes back for ever on RabbitMQ 3, and is "
+            f"dropped after {BROKER_DELIVERY_LIMIT} deliveries on RabbitMQ 4. To have the broker park it in "
+            f"{dead_letter_queue(queue.name)!r} instead: rabbitmqctl set_policy {queue.name}-backstop "
+            f"'^{re.escape(queue.name)}$' '{{\"delivery-limit\": {BROKER_DELIVERY_LIMIT}, \"dead-letter-exchange\": "
+            f"\"\", \"dead-letter-routing-key\": \"{dead_letter_queue(queue.name)}\"}}' --apply-to queues "
+            "(a queue takes one policy: merge these keys into any it has)")
 
 
 def retry_queue_arguments(queue: Queue, delay: float) -> dict:
@@ -65,34 +108,103 @@ def mismatch(queue: Queue, broker_says: str) -> QueueMismatch:
                          f"delete it (rabbitmqctl delete_queue {queue.name}) or pass --queue-type {other}")
 
 
+# The ways a work queue can be declared, tried in turn while the broker refuses only the backstop's arguments:
+# with ours; as the tutorial (a queue made without one); passively (a queue with a delivery limit or dead-letter
+# settings of its own, used as it is).
+DECLARATIONS = ("ours", "none", "its own")
+
+
+def declaration_arguments(queue: Queue, how: str) -> dict:
+    """queue_declare's keyword arguments for one of DECLARATIONS."""
+    if how == "its own":
+        return {"passive": True}
+    return {"durable": True, "arguments": work_queue_arguments(queue, backstop=how == "ours")}
+
+
 class Topology:
-    """The queues a worker needs: the work queue, its dead-letter queue and one delay queue per retry delay."""
+    """The queues a worker needs: the work queue, its dead-letter queue and one delay queue per retry delay.
+
+    declare() needs a BlockingConnection: a refused declaration closes its channel, and the next try needs a
+    new one. `backstop` says which of DECLARATIONS the work queue took (known once declared).
+    """
 
     def __init__(self, queue: Queue, retry: RetryPolicy) -> None:
         self.queue = queue
         self.retry = retry
         self.dead = dead_letter_queue(queue.name)
+        self.backstop = "none"
 
     def retry_queue(self, delay: float) -> str:
         return retry_queue(self.queue.name, delay)
 
-    def declare(self, channel) -> None:
-        """Declare every queue on a BlockingChannel; raise QueueMismatch or Refused if the broker refuses one."""
-        declare_work_queue(channel, self.queue)
-        declare_work_queue(channel, Queue(self.dead, self.queue.type))
-        for delay in self.retry.delays():
-            name = self.retry_queue(delay)
+    def declare(self, connection) -> pika.adapters.blocking_connection.BlockingChannel:
+        """Declare every queue; return an open channel. Raises QueueMismatch or Refused if the broker refuses one."""
+        ways = DECLARATIONS if self.queue.type == "quorum" else ("none",)
+        for how in ways:
+            channel = connection.channel()  # a refused declaration closes its channel
             try:
-                channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay))
+                channel.queue_declare(self.queue.name, **declaration_arguments(self.queue, how))
             except pika.exceptions.ChannelClosedByBroker as error:
-                raise refusal(error, f"declare the retry queue {name!r}") or error from None
+                if how == ways[-1] or not lacks_backstop(error):
+                    raise explain(self.queue, error) from None
+                continue
+            self.backstop = how
+            break
+        declare_work_queue(channel, Queue(self.dead, self.queue.type), backstop=False)
+        for delay in self.retry.delays():
+            self.declare_retry_queue(channel, delay)
+        return channel
+
+    def declare_retry_queue(self, channel, delay: float) -> None:
+        name = self.retry_queue(delay)
+        try:
+            channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay))
+        except pika.exceptions.ChannelClosedByBroker as error:
+            raise refusal(error, f"declare the retry queue {name!r}") or error from None
+
+    def declare_again(self, channel, name: str) -> None:
+        """Declare one of the worker's own queues again, by name (someone deleted it)."""
+        if name == self.dead:
+            declare_work_queue(channel, Queue(self.dead, self.queue.type), backstop=False)
+        else:
+            for delay in self.retry.delays():
+                if self.retry_queue(delay) == name:
+                    self.declare_retry_queue(channel, delay)
 
 
-def declare_work_queue(channel, queue: Queue) -> None:
-    """Declare a durable queue as tutorial two does, on a BlockingChannel; explain the fix if it exists otherwise."""
+def explain(queue: Queue, error: BaseException) -> BaseException:
+    """What a refused declaration of `queue` means for the user: a mismatch (406), a refusal, or the error itself."""
+    if isinstance(error, pika.exceptions.ChannelClosedByBroker) and error.reply_code == 406:
+        return mismatch(queue, error.reply_text)
+    return refusal(error, f"declare queue {queue.name!r}") or error
+
+
+def declare_work_queue(channel, queue: Queue, backstop: bool = True) -> None:
+    """Declare a durable queue on a BlockingChannel, as the tutorial does (and with the backstop, if `backstop`);
+    explain the fix if it exists otherwise."""
     try:
-        channel.queue_declare(queue=queue.name, durable=True, arguments=queue_arguments(queue.type))
+        channel.queue_declare(queue=queue.name, durable=True, arguments=work_queue_arguments(queue, backstop))
     except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code == 406:
-            raise mismatch(queue, error.reply_text) from None
-        raise refusal(error, f"declare queue {queue.name!r}") or error from None
+        raise explain(queue, error) from None
+
+
+def queue_exists(connection, name: str) -> bool | None:
+    """Whether the queue exists (a passive declaration on a channel of its own); None if that cannot be told."""
+    try:
+        channel = connection.channel()
+        channel.queue_declare(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        return False if error.reply_code == 404 else None
+    except pika.exceptions.AMQPError:
+        return None
+    channel.close()
+    return True
+
+
+def queue_gone(connection, name: str, within: float = GONE_SECONDS) -> bool:
+    """Whether the queue was deleted: RabbitMQ 4 cancels a deleted queue's consumers a moment before the queue is
+    gone from its books, so a queue still there is asked after again for `within` seconds."""
+    deadline = time.monotonic() + within
+    while (exists := queue_exists(connection, name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return exists is False

@@ -26,10 +26,10 @@ from workqueue import _pika, events
 from workqueue.connection import CONNECTION_ERRORS, UNANSWERED_HINT, Backoff, connect, describe, setup_seconds
 from workqueue.errors import Unanswered
 from workqueue.failures import ORIGINAL_QUEUE_HEADER, Mover, Park, Retry, after_failure, decide
-from workqueue.output import log
+from workqueue.output import IdRuns, log
 from workqueue.settings import WorkerSettings
 from workqueue.task import Task
-from workqueue.topology import Topology, refusal
+from workqueue.topology import Topology, backstop_advice, queue_gone, refusal
 
 # How often, in seconds, an idle worker checks for a stop request and its idle timeout.
 POLL_SECONDS = 0.2
@@ -37,23 +37,24 @@ POLL_SECONDS = 0.2
 # reconnect waits, longer each time, so that a broker that keeps refusing us is not hammered.
 SHORT_LIVED_SECONDS = 5.0
 
+
 class SubscriptionLost(Exception):
     """The broker cancelled this worker's consumer, or closed its channel: subscribe again on a new connection."""
 
 
 class Books:
-    """What a worker did, for its summary line."""
+    """What a worker did, for its summary line: counts, and the task ids done as runs (bounded)."""
 
     def __init__(self) -> None:
-        self.done: list[int | str] = []
+        self.done = 0
+        self.ids = IdRuns()
         self.busy_seconds = 0.0
         self.failed_attempts = 0
         self.retried = 0
         self.parked = 0
 
     def summary(self, dead_queue: str) -> str:
-        ids = ", ".join(map(str, self.done)) or "none"
-        return (f"summary: {len(self.done)} task(s) done, {self.busy_seconds:.2f} s busy, task ids: {ids}; "
+        return (f"summary: {self.done} task(s) done, {self.busy_seconds:.2f} s busy, task ids: {self.ids}; "
                 f"{self.failed_attempts} failed attempt(s), {self.retried} sent to retry; "
                 f"{self.parked} moved to {dead_queue!r}")
 
@@ -74,9 +75,15 @@ class Worker:
         self.books = Books()
         self.events = events.Writer(settings.events)
         self.stopping = False  # set by stop(): finish the current task, ack it, then leave
+        self.advised = False  # the line on a queue without a backstop: once
+        # The idle clock: when the last delivery was handled. None until the first: a worker started before the
+        # publisher waits for the work, however long it takes a person to start it.
+        self.last_task: float | None = None
+        self.queue_gone_at_cancel: bool | None = None  # what note_a_cancel found, during the task in hand
 
     def stop(self) -> None:
-        """Finish the current task and ack it, then leave: safe to call from a signal handler or a thread."""
+        """Finish the tasks in hand (one, with prefetch 1) and ack them, then leave: safe to call from a signal
+        handler or a thread."""
         self.stopping = True
 
     def summary(self) -> str:
@@ -114,6 +121,7 @@ class Worker:
     def open_connection(self, parameters: pika.ConnectionParameters) -> pika.BlockingConnection:
         # While the broker blocks publishing, moving a message waits; past this, pika drops the connection.
         parameters.blocked_connection_timeout = self.settings.broker.blocked_timeout or None
+        self.parameters = parameters
         return pika.BlockingConnection(parameters)
 
     def consume(self, connection: pika.BlockingConnection) -> None:
@@ -122,17 +130,15 @@ class Worker:
         seconds = setup_seconds(self.settings.broker.connect_timeout)
         with _pika.Deadline(connection, seconds) as deadline:
             try:
-                self.channel = connection.channel()
-                self.declare_queues()
-                self.subscribe()
+                self.set_up()
             except CONNECTION_ERRORS:
                 if deadline.expired:
                     raise Unanswered(f"the broker did not answer within {seconds:g} s while the worker declared "
                                      f"its queues and subscribed {UNANSWERED_HINT}") from None
                 raise
-        self.mover = Mover(connection, self.name)
-        self.keeper = _pika.ConnectionKeeper(connection)
-        self.last_task = time.monotonic()
+        self.keeper = _pika.ConnectionKeeper(connection, after_serving=self.note_a_cancel)
+        if self.last_task is not None:
+            self.last_task = time.monotonic()  # a new connection: the tasks back on the queue come to it first
         self.leaving = False
         connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)
         log(self.name, f"waiting for tasks on {self.settings.queue.name!r}")
@@ -141,12 +147,24 @@ class Worker:
         finally:
             self.keeper.close()
         if not self.leaving:
-            raise SubscriptionLost(f"the broker cancelled this worker's subscription to "
-                                   f"{self.settings.queue.name!r} (the queue was deleted, or its node was lost)")
+            raise SubscriptionLost(self.why_cancelled())
+
+    def set_up(self) -> None:
+        self.declare_queues()
+        frame_max, channel_max = _pika.negotiated(self.connection, self.parameters)
+        single = channel_max == 1  # the broker allows this worker one channel: copies go on the consuming one
+        if single:
+            self.channel.confirm_delivery()
+        self.mover = Mover(self.connection, self.name, frame_max, self.topology, self.channel if single else None)
+        self.subscribe()
 
     def declare_queues(self) -> None:
-        """The durable work queue as tutorial two declares it, and <queue>.dead and the retry queues."""
-        self.topology.declare(self.channel)
+        """The durable work queue as tutorial two declares it, with a backstop, and <queue>.dead and the retry
+        queues."""
+        self.channel = self.topology.declare(self.connection)
+        if self.topology.backstop == "none" and self.settings.queue.type == "quorum" and not self.advised:
+            self.advised = True
+            log(self.name, backstop_advice(self.settings.queue))
 
     def subscribe(self) -> None:
         # Fair dispatch: no new task until this one is acked, so a busy worker is never handed more.
@@ -155,29 +173,51 @@ class Worker:
             self.consumer_tag = self.channel.basic_consume(self.settings.queue.name, self.on_delivery)
         except pika.exceptions.ChannelClosedByBroker as error:
             raise refusal(error, f"consume from queue {self.settings.queue.name!r}") or error from None
+        self.unsubscribed = False
+        self.kept: list[tuple] = []  # deliveries in hand when the subscription was cancelled: run, not handed back
 
-    def leave(self) -> None:
-        self.leaving = True
-        self.channel.stop_consuming()
+    # ---------------------------------------------------------------- leaving
+
+    def unsubscribe(self) -> None:
+        """Cancel the subscription: the broker hands this worker nothing more. What it had handed over by then is
+        kept, to be run (see _pika.cancel_keeping_deliveries): a worker that leaves never hands a task back,
+        which a quorum queue would count as a delivery, bringing the task closer to being parked."""
+        if not self.unsubscribed:
+            self.unsubscribed = self.leaving = True
+            self.kept += _pika.cancel_keeping_deliveries(self.channel, self.consumer_tag)
 
     def stop_if_idle_or_asked(self) -> None:
         """Runs every POLL_SECONDS between tasks, on this thread: the connection's own timer."""
-        idle = time.monotonic() - self.last_task
+        idle = 0.0 if self.last_task is None else time.monotonic() - self.last_task
         if self.stopping:
-            self.leave()
+            self.unsubscribe()
         elif self.settings.idle_timeout and idle >= self.settings.idle_timeout:
             log(self.name, f"no task for {idle:.1f} s: exiting")
-            self.leave()
+            self.unsubscribe()
         else:
             self.connection.call_later(POLL_SECONDS, self.stop_if_idle_or_asked)
+            return
+        self.run_kept()
+
+    def run_kept(self) -> None:
+        while self.kept:
+            self.handle(*self.kept.pop(0))
+
+    def why_cancelled(self) -> str:
+        """What the broker's cancel of this worker's subscription most likely means."""
+        queue = self.settings.queue.name
+        if queue_gone(self.connection, queue):
+            return f"the queue {queue!r} was deleted: the broker cancelled this worker's subscription"
+        return f"the broker cancelled this worker's subscription to {queue!r} (its node was lost, or it was deleted)"
 
     # ---------------------------------------------------------------- a delivery
 
     def on_delivery(self, _channel, method, properties, body: bytes) -> None:
-        if self.stopping:
-            # Not started, not acked: stopping hands it back to the queue for another worker.
-            self.leave()
-            return
+        self.handle(method, properties, body)
+        self.run_kept()
+
+    def handle(self, method, properties, body: bytes) -> None:
+        self.last_task = time.monotonic()  # the idle clock runs from the first delivery, whatever becomes of it
         headers = properties.headers if isinstance(properties.headers, dict) else {}
         decision = decide(body, headers, properties.content_type, self.settings.queue.type,
                           self.settings.max_deliveries)
@@ -196,6 +236,7 @@ class Worker:
                                      task.label))
         started, clock = time.time(), time.monotonic()
         failure: BaseException | None = None
+        self.queue_gone_at_cancel: bool | None = None
         try:
             with self.keeper:  # heartbeats go on while the task runs
                 try:
@@ -206,9 +247,7 @@ class Worker:
             if time.monotonic() - clock > _pika.KEEPALIVE_INTERVAL:
                 self.connection.process_data_events(0)  # read what the broker said while the task ran
             if self.taken_back():
-                raise SubscriptionLost(f"the broker took {task.label} back after {time.monotonic() - clock:.1f} s "
-                                       "while it ran, as it does when a task outlasts its consumer_timeout: not "
-                                       "acked, counted or recorded, it will be done again")
+                raise SubscriptionLost(self.why_taken_back(task, properties, (started, finished), failure))
             if failure is not None:
                 self.retry_or_park(task, earlier, method, properties, body, failure, (started, finished))
                 return
@@ -224,12 +263,17 @@ class Worker:
                 log(self.name, f"could not send {task.label} for a retry ({self.why_closed(error)}): "
                                "it will be redelivered")
             raise
-        self.books.done.append(task.task_id if task.task_id is not None else task.label)
+        self.books.done += 1
+        self.books.ids.add(task.task_id)
         self.books.busy_seconds += finished - started
         log(self.name, f"done {task.label} in {finished - started:.2f} s")
         self.record("done", task, properties, (started, finished), acked=True)
 
     def ack(self, method) -> None:
+        # A worker on its way out cancels its subscription first: then the ack frees no room the broker would
+        # fill with a task this worker will not run.
+        if self.stopping:
+            self.unsubscribe()
         # Only now does the broker forget the task. An ack must go on the channel that delivered it.
         self.channel.basic_ack(method.delivery_tag)
 
@@ -245,14 +289,32 @@ class Worker:
         return "".join(f", {word}" for word in words)
 
     def taken_back(self) -> bool:
-        """Whether the broker took the delivery back while the task ran, as its consumer_timeout does.
-
-        RabbitMQ 3.x closes the channel; 4.x cancels the consumer and leaves the channel open, and an ack sent
-        then settles nothing (see _pika.consumer_cancelled; if pika cannot tell, the ack goes out).
-        """
+        """Whether the broker took the delivery back while the task ran: its queue was deleted, or the task
+        outlasted its consumer_timeout. RabbitMQ 3.x closes the channel for a timeout; 4.x cancels the consumer
+        and leaves the channel open, and an ack sent then settles nothing (see _pika.consumer_cancelled; if pika
+        cannot tell, the ack goes out)."""
         if not self.channel.is_open:
             return self.connection.is_open
-        return bool(_pika.consumer_cancelled(self.channel, self.consumer_tag))
+        return not self.unsubscribed and bool(_pika.consumer_cancelled(self.channel, self.consumer_tag))
+
+    def note_a_cancel(self) -> None:
+        """While a task runs, on the keeper's thread in its turn: when the broker's cancel comes, look at once
+        whether the queue is gone, before another worker can declare it again."""
+        if self.queue_gone_at_cancel is None and _pika.consumer_cancelled(self.channel, self.consumer_tag):
+            self.queue_gone_at_cancel = queue_gone(self.connection, self.settings.queue.name)
+
+    def why_taken_back(self, task: Task, properties, times: tuple[float, float], failure: BaseException | None) -> str:
+        """Name what took the task back, and record the work done when it will not be done again."""
+        queue = self.settings.queue.name
+        gone = self.queue_gone_at_cancel
+        if gone if gone is not None else queue_gone(self.connection, queue):
+            if failure is not None:
+                return f"the queue {queue!r} was deleted while {task.label} ran, and failed: the task went with it"
+            self.record("done", task, properties, times, acked=False)
+            return (f"the queue {queue!r} was deleted while {task.label} ran: the work done is recorded, but not "
+                    "acked (the task went with its queue)")
+        return (f"the broker took {task.label} back after {times[1] - times[0]:.1f} s while it ran, as it does when "
+                "a task outlasts its consumer_timeout: not acked, counted or recorded, it will be done again")
 
     # ---------------------------------------------------------------- what failed
 
@@ -275,17 +337,20 @@ class Worker:
                            f"(retry {task.attempt} of {self.settings.retry.retries})")
             outcome = f"retry in {decision.delay:g} s"
         else:
-            self.park(method, properties, body, decision)
+            self.park(method, properties, body, decision, task)
             outcome = "parked"
         self.record("failed", task, properties, times, acked=True, error=error, outcome=outcome)
 
-    def park(self, method, properties, body: bytes, decision: Park) -> None:
+    def park(self, method, properties, body: bytes, decision: Park, task: Task | None = None) -> None:
         """Move a message we will not run (again) to the dead-letter queue, with the reason, instead of dropping it."""
         self.mover.move(properties, body, self.topology.dead,
                         {**decision.headers, ORIGINAL_QUEUE_HEADER: self.settings.queue.name})
         self.ack(method)
         self.books.parked += 1
         log(self.name, f"moved a message to {self.topology.dead!r}: {decision.reason}")
+        if self.events.path:
+            self.note(events.parked(self.name, task.task_id if task else None, properties.message_id,
+                                    task.label if task else None, decision.reason))
 
     # ---------------------------------------------------------------- the books
 
