@@ -34,14 +34,16 @@ def make_tasks(plan: TaskPlan) -> Iterator[Task]:
     their first attempt on purpose, with random numbers of their own, so that the durations stay the same.
     A job of your own sends its data as fields of the task: new_task(7, 0, image="a.png") reaches the worker's
     do_work as task.data["image"]."""
-    flaky = set(random.Random(plan.seed).sample(range(1, plan.total + 1), min(plan.flaky, plan.total)))
+    rng, flaky_rng, flaky_left = random.Random(plan.seed), random.Random(plan.seed), min(plan.flaky, plan.total)
     if plan.durations is not None:
         durations = iter(plan.durations)
     else:
-        rng = random.Random(plan.seed)
         durations = (round(rng.uniform(plan.min_seconds, plan.max_seconds), 2) for _ in range(plan.count))
     for task_id, seconds in enumerate(durations, start=1):
-        yield new_task(task_id, seconds, fail_attempts=1 if task_id in flaky else 0)
+        # Flaky with the chance that leaves exactly --flaky of them in the end (selection sampling: no ids kept).
+        flaky = flaky_rng.random() * (plan.total - task_id + 1) < flaky_left
+        flaky_left -= flaky
+        yield new_task(task_id, seconds, fail_attempts=int(flaky))
 
 
 def main(argv: list[str] | None = None) -> int:

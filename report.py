@@ -13,26 +13,37 @@ import argparse
 import shutil
 import sys
 
-from workqueue.events import load
-from workqueue.output import show_any_text
+from workqueue.events import read
+from workqueue.output import show_any_text, write
 from workqueue.report import report
+
+
+def at_least(least: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}: {text!r}")
+        return value
+    return convert
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", help="the file given to consumer.py (and publisher.py) as --events")
-    parser.add_argument("--workers", type=int, help="workers the run had (default: those in the file)")
-    parser.add_argument("--width", type=int, default=shutil.get_terminal_size().columns,
+    parser.add_argument("--workers", type=at_least(1), help="workers the run had (default: those in the file)")
+    parser.add_argument("--width", type=at_least(1), default=shutil.get_terminal_size().columns,
                         help="columns for the timeline (default: the terminal's width)")
     args = parser.parse_args(argv)
     try:
-        events = load(args.events)
+        text, complete = report(read(args.events), args.workers, args.width)
     except OSError as error:
         print(f"report.py: error: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1
-    text, complete = report(events, args.workers, args.width)
     show_any_text()
-    print(text)
+    write(text + "\n")  # into a closed pipe (| head) too, quietly: the exit status still tells
     return 0 if complete else 1
 
 

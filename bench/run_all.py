@@ -10,7 +10,7 @@ import sys
 from bench import common as c
 
 BENCHES = ["bench_dispatch", "bench_overhead", "bench_keeper", "bench_retry_cost", "bench_publish", "bench_startup",
-           "bench_memory"]
+           "bench_memory", "bench_report"]
 
 if __name__ == "__main__":
     with c.broker_url() as url:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import ROOT
-from workqueue.events import Events, load
+from workqueue.events import checked, read
 from workqueue.report import greedy_makespan, report, timeline
 
 
@@ -33,10 +33,8 @@ def parked(worker: str, task_id: int | None, reason: str, message_id: str | None
             "label": None, "reason": reason, "at": 200.0}
 
 
-def events(published_events: list[dict], worker_events: list[dict]) -> Events:
-    return Events(published_events, [e for e in worker_events if e["event"] == "done"],
-                  [e for e in worker_events if e["event"] == "failed"], 0,
-                  parked=[e for e in worker_events if e["event"] == "parked"])
+def events(published_events: list[dict], worker_events: list[dict]) -> list[dict]:
+    return published_events + worker_events
 
 
 def test_greedy_makespan_gives_each_task_to_the_first_free_worker():
@@ -112,9 +110,7 @@ def test_report_skips_lines_that_are_not_events(tmp_path):
     path.write_text("\n".join([json.dumps(published(1, 1)), json.dumps(done("a", 1, 0, 1)), "[1, 2]",
                                json.dumps({"event": "done", "worker": "a"}), '{"event": "published", "task_id": 2',
                                json.dumps({**published(3, 1), "seconds": "x"})]))
-    loaded = load(str(path))
-    assert loaded.skipped == 4
-    text, complete = report(loaded, None, 80)
+    text, complete = report(read(str(path)), None, 80)
     assert complete and "skipped 4 line(s)" in text
 
 
@@ -164,3 +160,53 @@ def test_a_message_parked_that_is_no_task_of_this_run_does_not_fail_it():
     text, complete = report(events([published(1, 1)], runs), 1, 80)
     assert complete and "every task done exactly once (1 of 1)" in text
     assert "parked 1 message(s) that are no task of this run" in text
+
+
+ODD_LINES = [
+    '{"event": "done", "worker": "a", "started": NaN, "finished": 2}',
+    '{"event": "done", "worker": "a", "started": 1, "finished": Infinity}',
+    '{"event": "done", "worker": "a", "started": 1e308, "finished": 1e308}',
+    '{"event": "started", "worker": "a", "started": -1e308}',
+    '{"event": "done", "worker": "a", "started": 5, "finished": 4}',
+    '{"event": "published", "task_id": 1, "seconds": -1}',
+    '{"event": "published", "task_id": 1, "seconds": NaN}',
+    '{"event": "published", "task_id": 1, "seconds": 1e308}',
+    '{"event": "broker_down", "down": true, "up": 3}',
+    '[' * 100000,
+]
+
+
+@pytest.mark.parametrize("line", ODD_LINES)
+def test_odd_values_are_skipped_and_counted_like_other_bad_lines(line):
+    assert checked(line) is None
+    text, _ = report([published(1, 1), done("a", 1, 0, 1), checked(line)], None, 80)
+    assert "skipped 1 line(s)" in text
+
+
+def test_zero_second_tasks_and_done_events_without_seconds_are_reported():
+    text, complete = report([published(1, 0.0), {**done("a", 1, 0, 0.0)}], 1, 80)
+    assert complete and "makespan 0.00 s" in text
+    bare = {"event": "done", "worker": "a", "started": 100.0, "finished": 101.5}  # complete, says the format
+    text, complete = report([checked(json.dumps(bare))], None, 80)
+    assert complete and "1 done" in text and "makespan 1.50 s" in text
+
+
+def test_two_runs_in_one_file_are_not_judged():
+    first = [{**published(n, 1), "message_id": f"aaaa.{n}"} for n in (1, 2)]
+    second = [{**published(n, 1), "message_id": f"bbbb.{n}"} for n in (1, 2)]
+    runs = [{**done("a", n, n, 1), "message_id": f"{prefix}.{n}"} for prefix in ("aaaa", "bbbb") for n in (1, 2)]
+    text, _ = report(first + second + runs, 1, 80)
+    assert "not compared with the ideal, as the file holds the events of 2 runs" in text
+
+
+def test_events_far_apart_in_time_are_not_judged():
+    runs = [done("a", 1, 0, 1), done("b", 2, 1800, 1)]  # a worker's clock half an hour out
+    text, _ = report([published(1, 1), published(2, 1)] + runs, 2, 80)
+    assert "clocks out of step, or runs mixed" in text and "(x" not in text
+
+
+def test_the_report_refuses_less_than_one_worker(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(published(1, 1)) + "\n")
+    result = run_report(str(path), "--workers", "-1")
+    assert result.returncode == 2 and "must be >= 1" in result.stderr and "Traceback" not in result.stderr

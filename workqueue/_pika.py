@@ -272,23 +272,26 @@ class Deadline:
     the caller then raises its own error, naming what the broker did not answer.
     """
 
-    def __init__(self, connection: pika.BlockingConnection, seconds: float) -> None:
+    def __init__(self, connection: pika.BlockingConnection, seconds: float | None) -> None:
+        """`seconds` None: no deadline at all."""
         self.connection = connection
         self.seconds = seconds
         self.expired = False
-        self.watchdog = threading.Timer(seconds, self.expire)
-        self.watchdog.daemon = True
+        self.watchdog = None if seconds is None else threading.Timer(seconds, self.expire)
 
     def expire(self) -> None:
         self.expired = True
         abort(self.connection)
 
     def __enter__(self) -> Deadline:
-        self.watchdog.start()
+        if self.watchdog:
+            self.watchdog.daemon = True
+            self.watchdog.start()
         return self
 
     def __exit__(self, *_exc) -> None:
-        self.watchdog.cancel()
+        if self.watchdog:
+            self.watchdog.cancel()
 
 
 # ---------------------------------------------------------------- heartbeats while a task runs

@@ -8,6 +8,7 @@ prints errors or exits the process.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ import sys
 from workqueue import _pika
 from workqueue.connection import MIN_SETUP_SECONDS, check_urls, mask_url
 from workqueue.errors import UsageError, WorkQueueError
-from workqueue.output import show_any_text
+from workqueue.output import show_any_text, write_now
 from workqueue.settings import (
     BROKER_DELIVERY_LIMIT,
     DEFAULT_QUEUE,
@@ -26,9 +27,11 @@ from workqueue.settings import (
     PublisherSettings,
     Queue,
     RetryPolicy,
+    SettingError,
     TaskPlan,
     WorkerSettings,
-    worker_name,
+    check_publisher,
+    check_worker,
 )
 from workqueue.task import MAX_TASK_SECONDS
 
@@ -96,8 +99,11 @@ def events_file(path: str) -> str:
     if os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"{path!r} is a folder, not a file")
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        # O_NONBLOCK: a FIFO that no process reads would block the open for ever; this way it says so (ENXIO).
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644))
     except OSError as error:
+        if error.errno == errno.ENXIO:
+            raise argparse.ArgumentTypeError(f"{path!r} is a FIFO that no process reads") from None
         raise argparse.ArgumentTypeError(f"cannot write to {path!r}: {error.strerror}") from None
     return path
 
@@ -131,7 +137,7 @@ def worker_parser(prog: str = "consumer.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="A worker: takes one task at a time from the work queue, does it, "
                                         "and acks it only when it is done.")
-    parser.add_argument("--name", default=env("WORKER_NAME", "") or worker_name(),
+    parser.add_argument("--name", default=env("WORKER_NAME", ""),
                         help="shown on every log line (env WORKER_NAME, default a short unique name)")
     parser.add_argument("--prefetch", type=bounded_int(1), default=env("WORKER_PREFETCH", "1"),
                         help="unacked tasks the broker may hand this worker at once; 1 is fair dispatch. Above 1, "
@@ -196,12 +202,30 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
+# The flag of each setting, for a SettingError's one line.
+FLAGS = {"queue.name": "--queue", "queue.type": "--queue-type", "broker.urls": "--url",
+         "broker.connect_timeout": "--connect-timeout", "broker.blocked_timeout": "--blocked-timeout",
+         "retry.retries": "--retries", "retry.delay": "--retry-delay", "retry.max_delay": "--retry-max-delay",
+         "prefetch": "--prefetch", "max_deliveries": "--max-deliveries", "idle_timeout": "--idle-timeout"}
+
+
+def checked(parser: argparse.ArgumentParser, check, settings):
+    """The settings, if check(settings) finds nothing wrong; else argparse's usage error, naming the flag."""
+    try:
+        check(settings)
+    except SettingError as error:
+        parser.error(f"argument {FLAGS.get(error.setting, error.setting)}: {error.problem}")
+    return settings
+
+
 def worker_settings(argv: list[str] | None = None, prog: str = "consumer.py") -> WorkerSettings:
     """consumer.py's flags and environment variables as WorkerSettings; a bad value exits 2 with one line."""
-    args = parse(worker_parser(prog), argv)
+    parser = worker_parser(prog)
+    args = parse(parser, argv)
     broker, queue = broker_and_queue(args)
-    return WorkerSettings(broker, queue, args.name, args.prefetch, args.idle_timeout, args.max_deliveries,
-                          RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay), args.events)
+    return checked(parser, check_worker, WorkerSettings(
+        broker, queue, args.name, args.prefetch, args.idle_timeout, args.max_deliveries,
+        RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay), args.events))
 
 
 def publisher_settings(argv: list[str] | None = None,
@@ -213,7 +237,7 @@ def publisher_settings(argv: list[str] | None = None,
         parser.error(f"--min-seconds {args.min_seconds:g} is more than --max-seconds {args.max_seconds:g}")
     broker, queue = broker_and_queue(args)
     plan = TaskPlan(args.count, args.min_seconds, args.max_seconds, args.seed, args.durations, args.flaky)
-    return PublisherSettings(broker, queue, args.events), plan
+    return checked(parser, check_publisher, PublisherSettings(broker, queue, args.events)), plan
 
 
 # ---------------------------------------------------------------- errors and signals
@@ -255,13 +279,12 @@ def stop_warmly_on_signals(worker) -> None:
     """First SIGINT, SIGTERM or SIGHUP: worker.stop() (finish and ack the current task). Second: exit at once."""
     def on_signal(signum: int, _frame) -> None:
         name = signal.Signals(signum).name
-        # os.write, not print: a signal may arrive while the main thread is inside print.
+        # write_now, not print: a signal may arrive while the main thread is inside print.
         if worker.stopping:
-            os.write(1, f"[{worker.name}] {name} again: exiting now, the current task is not acked\n".encode())
+            write_now(f"[{worker.name}] {name} again: exiting now, the current task is not acked\n")
             os._exit(128 + signum)
         worker.stop()
-        os.write(1, f"[{worker.name}] {name}: finishing the current task, then exiting "
-                    f"(send it again to exit at once)\n".encode())
+        write_now(f"[{worker.name}] {name}: finishing the current task, then exiting (send it again to exit at once)\n")
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
 

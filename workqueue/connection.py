@@ -22,10 +22,13 @@ CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPCh
 # adapter wraps these in its connector errors, its blocking adapter lets some of them through as OSError.
 CONNECT_ERRORS = (pika.exceptions.AMQPConnectionError, AMQPConnectorException, OSError)
 
+# The longest one attempt to connect may take, in seconds: TCP, TLS and the AMQP handshake to a node that answers
+# take milliseconds; a node that accepts and says nothing is given up for the next.
+ATTEMPT_SECONDS = 5.0
 # The least time, in seconds, that setting up (declaring queues, subscribing, confirms) may take.
 MIN_SETUP_SECONDS = 5.0
-# The likely cause, when a broker leaves a request unanswered for ever; every such error names it.
-UNANSWERED_HINT = "(a quorum queue left without a leader by a crash?); giving up"
+# What may leave a set-up request unanswered for ever; an error on an unanswered set-up asks.
+UNANSWERED = "(is the node frozen, or the queue a quorum queue left without a leader by a crash?); giving up"
 
 # Either kind of pika connection: blocking (the worker) or asynchronous (the publisher).
 Connection = TypeVar("Connection")
@@ -74,6 +77,11 @@ def check_urls(text: str) -> tuple[str, ...]:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise UsageError(f"not an amqp:// or amqps:// URL with a host: {mask_url(url)!r}")
+        if "/" in parts.path[1:]:
+            # pika takes the vhost from the path up to the next "/", and a vhost "/lead" needs its "/" encoded.
+            fixed = mask_url(url).replace(parts.path, "/" + parts.path[1:].replace("/", "%2F"), 1)
+            raise UsageError(f"the vhost in {mask_url(url)!r} has a '/': write it as %2F ({fixed}; the vhost '/' "
+                             "is %2F)")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
             pika.URLParameters(url)
@@ -116,25 +124,39 @@ def describe(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def attempt_parameters(url: str, who: str, seconds: float) -> pika.URLParameters:
+    """pika's parameters for one attempt at `url`, which must end within `seconds`: one attempt, whatever the
+    URL's connection_attempts and retry_delay say (connect() does the retrying), and no longer than that for
+    the TCP connection and the AMQP handshake (pika's own stack_timeout is 15 s)."""
+    parameters = pika.URLParameters(url)
+    parameters.client_properties = {"connection_name": who}
+    parameters.connection_attempts = 1
+    parameters.retry_delay = 0
+    parameters.socket_timeout = parameters.stack_timeout = max(seconds, 0.1)
+    return parameters
+
+
 def connect(urls: tuple[str, ...], timeout: float, who: str,
             opener: Callable[[pika.ConnectionParameters], Connection] = pika.BlockingConnection,
             stop_requested: Callable[[], bool] = lambda: False) -> Connection | None:
     """Connect to the first broker of `urls` that answers, retrying for up to `timeout` seconds.
 
-    `opener` makes the connection: pika.BlockingConnection, or open_async for pika's asynchronous adapter.
-    Returns None only if stop_requested() turns true while retrying. Raises Refused for a refused login or
-    vhost (no number of attempts fixes them), Unreachable once `timeout` has passed.
+    Each attempt may take ATTEMPT_SECONDS at most (a port that accepts and never speaks AMQP), so that a URL
+    list moves on to the next node; none goes past `timeout`. `opener` makes the connection:
+    pika.BlockingConnection, or open_async for pika's asynchronous adapter. Returns None only if
+    stop_requested() turns true while retrying. Raises Refused for a refused login or vhost (no number of
+    attempts fixes them), Unreachable once `timeout` has passed.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     backoff = Backoff()
     attempt = 0
     while True:
         attempt += 1
-        for url in urls:
-            parameters = pika.URLParameters(url)
-            parameters.client_properties = {"connection_name": who}
+        for number, url in enumerate(urls):
+            seconds = min(deadline - time.monotonic(), ATTEMPT_SECONDS)
             try:
-                return opener(parameters)
+                return opener(attempt_parameters(url, who, seconds))
             except pika.exceptions.ProbableAuthenticationError:
                 raise Refused(f"the broker at {mask_url(url)} refused the user name or password "
                               "(check --url / AMQP_URL)") from None
@@ -143,10 +165,14 @@ def connect(urls: tuple[str, ...], timeout: float, who: str,
                               "(check the vhost in --url / AMQP_URL and the user's permissions)") from None
             except CONNECT_ERRORS as error:
                 reason = describe(error)
+            if number + 1 < len(urls) and not stop_requested():
+                log(who, f"broker unreachable at {mask_url(url)} ({reason}); trying the next: "
+                         f"{mask_url(urls[number + 1])}")
         where = ", ".join(mask_url(url) for url in urls)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise Unreachable(f"cannot reach RabbitMQ at {where} after {timeout:g} s ({reason}); "
+            waited = max(timeout, round(time.monotonic() - start))
+            raise Unreachable(f"cannot reach RabbitMQ at {where} after {waited:g} s ({reason}); "
                               "start a broker (./run_demo.sh starts one) or fix --url / AMQP_URL")
         if stop_requested():
             return None

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
-from typing import NamedTuple
 
 # Fields a line must have to be used, by kind of event.
 REQUIRED = {
@@ -42,19 +41,26 @@ class Writer:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.fd: int | None = None
+        self.cut = False  # the last line was cut short (a disk that filled up mid-line)
 
     def write(self, event: str | dict) -> str | None:
         """Append the event (a line made below, or a dict), if there is a file; the error, if it could not be
-        written."""
+        written whole."""
         if not self.path:
             return None
+        line = event if isinstance(event, str) else ENCODER.encode(event)
+        # A line cut short is ended first: it is one bad line for the reader, and this one stays whole.
+        data = ("\n" if self.cut else "").encode() + (line + "\n").encode()
+        written = 0
         try:
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            line = event if isinstance(event, str) else ENCODER.encode(event)
-            os.write(self.fd, (line + "\n").encode())
+            while written < len(data):  # a short write: the rest, or the error that cut it
+                written += os.write(self.fd, data[written:])
         except OSError as error:
+            self.cut = self.cut or written > 0
             return f"could not write to the events file {self.path!r}: {error.strerror}"
+        self.cut = False
         return None
 
 
@@ -100,14 +106,23 @@ def started(worker: str, task_id: int | None, seconds: float, attempt_number: in
             f'"message_id": {text(message_id)}, "label": {text(label)}}}')
 
 
-class Events(NamedTuple):
-    published: list[dict]  # tasks the publisher got confirmed
-    done: list[dict]  # tasks workers finished (acked, or done but not acked)
-    failed: list[dict]  # attempts whose work raised
-    skipped: int  # lines that are not events: truncated, not JSON, or missing a field
-    started: Sequence[dict] = ()  # attempts begun
-    incidents: Sequence[dict] = ()  # workers killed and broker restarts, by the demo
-    parked: Sequence[dict] = ()  # messages moved to <queue>.dead
+# Times are Unix seconds: a time outside these bounds (a clock gone wrong, a sender's 1e308) is not an event's.
+EARLIEST, LATEST = 0.0, 1e11
+# A task's seconds of work, at most (the task format's bound).
+MOST_SECONDS = 3600.0
+# Per kind of event: the fields it must have that hold a time, and that hold a duration. Every event also needs
+# its other REQUIRED fields.
+TIMES = {kind: tuple(sorted(fields & NUMBERS - {"seconds"})) for kind, fields in REQUIRED.items()}
+DURATIONS = {kind: ("seconds",) if "seconds" in fields else () for kind, fields in REQUIRED.items()}
+OTHERS = {kind: tuple(sorted(fields - NUMBERS)) for kind, fields in REQUIRED.items()}
+
+
+def not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a number")
+
+
+# json.loads, but NaN and Infinity are refused: no event's number is either.
+DECODE = json.JSONDecoder(parse_constant=not_a_number).decode
 
 
 def read(path: str) -> Iterator[dict | None]:
@@ -119,31 +134,33 @@ def read(path: str) -> Iterator[dict | None]:
 
 
 def checked(line: str) -> dict | None:
+    """The event a line holds, if it is a whole one: JSON, an object, a known kind ("done" if it says none),
+    every field its kind needs, its times finite and within EARLIEST-LATEST, its seconds from 0 to MOST_SECONDS,
+    and nothing finished before it started. Else None."""
     try:
-        event = json.loads(line)
-    except ValueError:
-        return None  # a line cut short, or not JSON at all
-    if not isinstance(event, dict):
+        event = DECODE(line)
+    except (ValueError, RecursionError):
+        return None  # a line cut short, not JSON at all, or NaN / Infinity for a number
+    if type(event) is not dict:
         return None
-    required = REQUIRED.get(event.setdefault("event", "done"))
-    if required is None or not event.keys() >= required:
+    kind = event.setdefault("event", "done")
+    times = TIMES.get(kind)
+    if times is None:
         return None
-    return event if all(is_number(event[field]) for field in required & NUMBERS) else None
-
-
-def load(path: str) -> Events:
-    """The events of one run's file, by kind; lines that are not whole events are counted and skipped."""
-    loaded = Events([], [], [], 0, [], [], [])
-    by_kind = {"published": loaded.published, "done": loaded.done, "failed": loaded.failed,
-               "started": loaded.started, "killed": loaded.incidents, "broker_down": loaded.incidents,
-               "parked": loaded.parked}
-    skipped = 0
-    for event in read(path):
-        if event is None:
-            skipped += 1
-        else:
-            by_kind[event["event"]].append(event)
-    return loaded._replace(skipped=skipped)
+    for field in times:
+        value = event.get(field)
+        if type(value) not in (int, float) or not EARLIEST <= value <= LATEST:
+            return None
+    for field in DURATIONS[kind]:
+        value = event.get(field)
+        if type(value) not in (int, float) or not 0 <= value <= MOST_SECONDS:
+            return None
+    for field in OTHERS[kind]:
+        if field not in event:
+            return None
+    if "finished" in event and event["finished"] < event["started"]:
+        return None
+    return event
 
 
 def is_number(value: object) -> bool:

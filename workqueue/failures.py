@@ -134,8 +134,11 @@ class Mover:
     """
 
     def __init__(self, connection: pika.BlockingConnection, who: str, frame_max: int, topology,
-                 channel=None) -> None:
+                 channel=None, deadline: float | None = 75.0) -> None:
+        """`deadline`: the seconds a copy may wait for its confirm, alarms included (None: no end); past it the
+        connection is ended (a frozen broker answers nothing) and the message stays on the work queue."""
         self.connection = connection
+        self.deadline = deadline
         self.who = who
         self.frame_max = frame_max
         self.topology = topology
@@ -172,7 +175,14 @@ class Mover:
         slow.daemon = True
         slow.start()
         try:
-            self.publish(_pika.RawProperties(raw), body, queue)
+            with _pika.Deadline(self.connection, self.deadline) as deadline:  # seconds None: no deadline
+                try:
+                    self.publish(_pika.RawProperties(raw), body, queue)
+                except pika.exceptions.AMQPConnectionError:
+                    if deadline.expired:
+                        log(self.who, f"the broker did not confirm the copy in {queue!r} within "
+                                      f"{self.deadline:g} s: the message stays on the work queue")
+                    raise
         finally:
             slow.cancel()
 

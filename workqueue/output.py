@@ -1,8 +1,9 @@
-"""What the scripts print: one write per line, and any text a terminal can show."""
+"""What the scripts print: one write per line, any text a terminal can show, and nothing lost to a closed stdout."""
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 
@@ -12,8 +13,32 @@ def log(who: str, text: str) -> None:
     One write, also under PYTHONUNBUFFERED (where print writes the text and its newline apart): workers
     sharing a terminal or a pipe then never cut into each other's lines.
     """
-    sys.stdout.write(f"[{who}] {text}\n")
-    sys.stdout.flush()
+    write(f"[{who}] {text}\n")
+
+
+def write(text: str) -> None:
+    """Write text to stdout and flush it; if nobody reads stdout any more, carry on without it."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError:  # BrokenPipeError: the reader of a pipe exited (`| head`); EIO: the terminal went
+        stdout_gone()
+
+
+def write_now(text: str) -> None:
+    """Write text to stdout at once, from a signal handler too (no buffer of Python's in the way)."""
+    try:
+        os.write(sys.stdout.fileno(), text.encode(errors="backslashreplace"))
+    except OSError:
+        stdout_gone()
+
+
+def stdout_gone() -> None:
+    """Nobody reads stdout any more: what the program says from now on goes nowhere, and the work goes on. A
+    closed stdout is no reason to stop a worker halfway, or to leave the tasks unaccounted for."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # what is still in Python's buffer goes there too, at exit
+    os.close(devnull)
 
 
 def show_any_text() -> None:

@@ -28,10 +28,10 @@ import pika.exceptions
 import pika.spec
 
 from workqueue import _pika, events
-from workqueue.connection import UNANSWERED_HINT, Backoff, connect, describe, open_async, setup_seconds
+from workqueue.connection import UNANSWERED, Backoff, connect, describe, open_async, setup_seconds
 from workqueue.errors import Unanswered, WorkQueueError
-from workqueue.output import log
-from workqueue.settings import PublisherSettings, Queue
+from workqueue.output import IdRuns, log, write
+from workqueue.settings import PublisherSettings, Queue, check_publisher
 from workqueue.task import Task, encode, run_prefix
 from workqueue.topology import (
     DECLARATIONS,
@@ -46,6 +46,8 @@ from workqueue.topology import (
 WHO = "publisher"
 # Tasks sent but not yet confirmed, at most: enough to keep the broker busy, bounded in memory.
 CONFIRM_WINDOW = 1000
+# Tasks never sent that are named, at most, when a run ends early; the rest are not even made, but counted.
+NAMED_UNSENT = 100_000
 # Up to this many tasks, one line per task; beyond, a progress line on a terminal.
 PER_TASK_LINES = 100
 # Reconnections to another node, or the same one back, before giving up on the remaining tasks.
@@ -54,6 +56,8 @@ MAX_RECONNECTS = 10
 PROGRESS_INTERVAL = 0.2
 # After SIGINT or SIGTERM, how long to wait for the confirms of tasks already sent before leaving, in seconds.
 INTERRUPT_GRACE_SECONDS = 5.0
+# How long, in seconds, to wait for the broker's answer to a close before leaving without it.
+CLOSE_SECONDS = 2.0
 # How often, in seconds, the publishing loop looks whether a signal asked it to stop, or the broker went silent.
 SIGNAL_CHECK_SECONDS = 0.1
 
@@ -89,7 +93,7 @@ class Outcome:
         self.failed_runs: list[list[int]] = []  # [first, last] ids: millions of failures stay small
         self.failures = 0
         self.republished = 0
-        self.seconds = 0.0  # work in the tasks taken so far
+        self.seconds = 0.0  # work in the tasks confirmed so far
         self.events = events.Writer(events_path)
         self.per_task_lines = total <= PER_TASK_LINES
         self.progress = not self.per_task_lines and sys.stdout.isatty()
@@ -98,6 +102,7 @@ class Outcome:
     def confirm(self, tasks: list[tuple[Task, str]]) -> None:
         """Tasks the broker has confirmed, each with its message id; often hundreds at once."""
         self.confirmed += len(tasks)
+        self.seconds += sum(task.seconds for task, _ in tasks)
         if self.per_task_lines:
             for task, _ in tasks:
                 log(WHO, f"sent task {task.task_id} ({task.seconds:g} s): confirmed")
@@ -109,13 +114,14 @@ class Outcome:
                 log(WHO, f"{problem} ({len(tasks)} task(s) not recorded)")
         self.draw_progress()
 
-    def fail(self, task: Task, problem: str) -> None:
+    def fail(self, task: Task, problem: str | None) -> None:
+        """A task not confirmed, and why, in a line of its own (unless `problem` is None: a line for many)."""
         self.failures += 1
         if self.failed_runs and self.failed_runs[-1][1] == task.task_id - 1:
             self.failed_runs[-1][1] = task.task_id
         else:
             self.failed_runs.append([task.task_id, task.task_id])
-        if self.per_task_lines or self.failures <= PER_TASK_LINES:
+        if problem and (self.per_task_lines or self.failures <= PER_TASK_LINES):
             self.end_progress_line()
             log(WHO, f"task {task.task_id} ({task.seconds:g} s): NOT confirmed, {problem}")
 
@@ -127,22 +133,22 @@ class Outcome:
         now = time.monotonic()
         if self.progress and (now - self.drawn_at >= PROGRESS_INTERVAL or self.confirmed == self.total):
             self.drawn_at = now
-            print(f"\r[{WHO}] {self.confirmed} of {self.total} tasks confirmed", end="", flush=True)
+            write(f"\r[{WHO}] {self.confirmed} of {self.total} tasks confirmed")
 
     def end_progress_line(self) -> None:
         if self.progress and self.drawn_at:
-            print(flush=True)
+            write("\n")
             self.drawn_at = 0.0
 
 
 class Tasks:
     """The tasks still to send: first those to send again after a lost connection, then the new ones."""
 
-    def __init__(self, tasks: Iterable[Task], outcome: Outcome) -> None:
+    def __init__(self, tasks: Iterable[Task]) -> None:
         self.fresh = iter(tasks)
+        self.taken = 0  # new tasks taken (made) so far
         self.all_taken = False  # the last new task has been taken
         self.again: deque[Task] = deque()
-        self.outcome = outcome
         self.prefix = run_prefix()
 
     def next(self) -> Task | None:
@@ -151,7 +157,7 @@ class Tasks:
         if not self.all_taken:
             task = next(self.fresh, None)
             if task is not None:
-                self.outcome.seconds += task.seconds
+                self.taken += 1
                 return task
             self.all_taken = True
         return None
@@ -162,6 +168,11 @@ class Tasks:
     def rest(self) -> Iterator[Task]:
         while (task := self.next()) is not None:
             yield task
+
+    def sent_before(self) -> Iterator[Task]:
+        """The tasks waiting to be sent again: sent on a connection that went before confirming them."""
+        while self.again:
+            yield self.again.popleft()
 
     def message_id(self, task: Task) -> str:
         # The same id for the same task, sent again or not: a worker can tell a copy from a new task.
@@ -261,7 +272,7 @@ class ConfirmWindow:
 
     def on_setup_deadline(self) -> None:
         self.fatal = Unanswered(f"the broker did not answer within {self.setup_seconds:g} s while the publisher "
-                                f"declared queue {self.settings.queue.name!r} and turned on confirms {UNANSWERED_HINT}")
+                                f"declared queue {self.settings.queue.name!r} and turned on confirms {UNANSWERED}")
         self.abandon()
 
     def abandon(self) -> None:
@@ -311,12 +322,16 @@ class ConfirmWindow:
     def watch(self) -> None:
         """Every SIGNAL_CHECK_SECONDS: a signal, or a broker that has stopped confirming?
 
-        SIGINT or SIGTERM: send nothing more, and leave once the tasks already sent are confirmed, or
-        after a grace period. A second signal: leave now. No confirm for twice the set-up time while
-        tasks wait for one, and the connection not blocked: give up, naming those tasks.
+        SIGINT or SIGTERM: send nothing more, and leave once the tasks already sent are confirmed, or after
+        INTERRUPT_GRACE_SECONDS (then CLOSE_SECONDS at most for the broker's answer to the close). A second signal:
+        leave now. No confirm for twice the set-up time while tasks wait for one, and the connection not blocked:
+        give up, naming those tasks.
         """
         signals = self.signals()
-        if signals >= 2 or (signals and not self.in_flight):
+        if signals >= 2:
+            self.abandon()  # a second signal: now, not once the broker has answered a close
+            return
+        if signals and not self.in_flight:
             self.close()
             return
         if signals and not self.interrupted:
@@ -327,7 +342,7 @@ class ConfirmWindow:
         silence = 2 * self.setup_seconds
         if self.in_flight and not self.blocked and time.monotonic() - self.heard_from_broker > silence:
             self.fatal = Unanswered(f"the broker confirmed nothing for {silence:g} s while {len(self.in_flight)} "
-                                    f"task(s) waited {UNANSWERED_HINT}")
+                                    "task(s) waited; giving up")
             self.abandon()
             return
         self.connection.ioloop.call_later(SIGNAL_CHECK_SECONDS, self.watch)
@@ -368,10 +383,15 @@ class ConfirmWindow:
         connection.ioloop.stop()
 
     def close(self) -> None:
+        """Close the connection; leave without the broker's answer if it does not come within CLOSE_SECONDS,
+        or at once if the broker blocks this connection (in a resource alarm it reads nothing from it)."""
         if not self.closing:
             self.closing = True
-            if self.connection.is_open:
+            if self.blocked:
+                self.abandon()
+            elif self.connection.is_open:
                 self.connection.close()
+                self.connection.ioloop.call_later(CLOSE_SECONDS, self.abandon)
 
 
 class Publisher:
@@ -383,6 +403,8 @@ class Publisher:
     """
 
     def __init__(self, settings: PublisherSettings) -> None:
+        """Raises SettingError (errors.UsageError) if a setting cannot work."""
+        check_publisher(settings)
         self.settings = settings
         self.window: ConfirmWindow | None = None
         self.gave_up: str | None = None  # why tasks were left unsent, if they were
@@ -405,7 +427,7 @@ class Publisher:
 
     def publish_all(self, tasks: Iterable[Task], total: int) -> str | None:
         self.outcome = Outcome(total, self.settings.events)
-        self.tasks = Tasks(tasks, self.outcome)
+        self.tasks = Tasks(tasks)
         broker = self.settings.broker
         backoff = Backoff()
         for attempt in range(MAX_RECONNECTS + 1):
@@ -446,8 +468,18 @@ class Publisher:
         outcome = self.outcome
         outcome.end_progress_line()
         why = self.gave_up if error is None else "gave up, see the error"
-        for task in self.tasks.rest():
-            outcome.fail(task, f"never confirmed: {why}")
+        for task in self.tasks.sent_before():
+            outcome.fail(task, f"sent but never confirmed ({why}): it may or may not be on the queue")
+        unsent, never_sent = IdRuns(), 0
+        for task in itertools.islice(self.tasks.rest(), NAMED_UNSENT):
+            outcome.fail(task, None)
+            unsent.add(task.task_id)
+            never_sent += 1
+        unmade = max(outcome.total - self.tasks.taken, 0) if not self.tasks.all_taken else 0
+        outcome.failures += unmade
+        if never_sent or unmade:
+            more = f", and the {unmade:,} after them, never made" if unmade else ""
+            log(WHO, f"{never_sent + unmade} task(s) never sent ({why}): {unsent}{more}")
         outcome.end_progress_line()
         elapsed = time.monotonic() - self.started
         rate = f", {outcome.confirmed / elapsed:,.0f} tasks/s" if outcome.confirmed and elapsed > 0 else ""
@@ -455,6 +487,6 @@ class Publisher:
         log(WHO, f"{outcome.confirmed} of {outcome.total} tasks confirmed on queue {self.settings.queue.name!r} "
                  f"({outcome.seconds:g} s of work) in {elapsed:.2f} s{rate}{again}")
         if outcome.failures:
-            log(WHO, f"NOT confirmed: task(s) {outcome.failed_ids()}")
+            log(WHO, f"NOT confirmed: task(s) {outcome.failed_ids()}" + (f" and {unmade:,} more" if unmade else ""))
         return not outcome.failures
 

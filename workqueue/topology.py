@@ -18,7 +18,7 @@ import time
 import pika.exceptions
 
 from workqueue.errors import QueueMismatch, Refused
-from workqueue.settings import BROKER_DELIVERY_LIMIT, Queue, RetryPolicy
+from workqueue.settings import BROKER_DELIVERY_LIMIT, QUEUE_TYPES, Queue, RetryPolicy
 
 # Tasks that cannot or must not run are moved to this queue, with the reason, instead of being dropped.
 DEAD_LETTER_SUFFIX = ".dead"
@@ -44,9 +44,11 @@ def retry_queue(queue: str, delay: float) -> str:
     return f"{queue}.retry.{round(delay * 1000) / 1000:g}s"
 
 
-def queue_arguments(queue_type: str) -> dict | None:
-    """Tutorial two's arguments: {"x-queue-type": "quorum"}, or none for a classic queue."""
-    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+def queue_arguments(queue_type: str) -> dict:
+    """Tutorial two's arguments: {"x-queue-type": "quorum"}. A classic queue says so too: a vhost whose default
+    queue type is quorum would make a queue declared with no type a quorum queue (RabbitMQ 3.10 and 4.x take
+    {"x-queue-type": "classic"} as the same as no type, for a queue that exists)."""
+    return {"x-queue-type": queue_type}
 
 
 def work_queue_arguments(queue: Queue, backstop: bool = True) -> dict | None:
@@ -56,7 +58,7 @@ def work_queue_arguments(queue: Queue, backstop: bool = True) -> dict | None:
     publishes when full rather than drop its oldest message; nothing here sets a length limit.
     """
     arguments = queue_arguments(queue.type)
-    if arguments and backstop:
+    if queue.type == "quorum" and backstop:
         arguments.update({"x-delivery-limit": BROKER_DELIVERY_LIMIT, "x-dead-letter-exchange": "",
                           "x-dead-letter-routing-key": dead_letter_queue(queue.name),
                           "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
@@ -82,14 +84,13 @@ def backstop_advice(queue: Queue) -> str:
 
 def retry_queue_arguments(queue: Queue, delay: float) -> dict:
     """A delay queue: every message in it waits as long, so the first out is always due first."""
-    arguments = {"x-message-ttl": round(delay * 1000),
+    arguments = {"x-message-ttl": round(delay * 1000), "x-queue-type": queue.type,
                  # When the TTL is over, the broker moves the task back to the work queue.
                  "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue.name}
     if queue.type == "quorum":
         # Only a quorum queue moves a message at least once (kept until the work queue confirms it);
         # that strategy needs the queue to refuse publishes when full instead of dropping its head.
-        arguments.update({"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once",
-                          "x-overflow": "reject-publish"})
+        arguments.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
     return arguments
 
 
@@ -101,11 +102,23 @@ def refusal(error: BaseException, what: str) -> Refused | None:
     return None
 
 
-def mismatch(queue: Queue, broker_says: str) -> QueueMismatch:
-    """The error for a work queue that exists with other arguments (406 PRECONDITION_FAILED)."""
-    other = "classic" if queue.type == "quorum" else "quorum"
-    return QueueMismatch(f"queue {queue.name!r} already exists with other settings ({broker_says}); "
-                         f"delete it (rabbitmqctl delete_queue {queue.name}) or pass --queue-type {other}")
+def mismatch(queue: Queue, broker_says: str, what: str = "queue") -> QueueMismatch:
+    """The error for a queue that exists with other arguments (406 PRECONDITION_FAILED): it names the argument
+    that differs, and suggests --queue-type only when the type is what differs and --queue-type can give it."""
+    found = re.search(r"inequivalent arg '([^']+)'", broker_says)
+    argument = found.group(1) if found else "arguments"
+    current = re.search(r"current is (?:the value )?'([^']+)'", broker_says)
+    existing_type = current.group(1) if current else "classic"  # "current is none": a classic queue
+    remake = (f"delete it to have it made again (rabbitmqctl delete_queue {queue.name}: its messages go with it) "
+              "or use another --queue")
+    if what != "queue":
+        remake = (f"it was made by workers with other settings: run workers of one kind, or delete it once it is "
+                  f"empty (rabbitmqctl delete_queue {queue.name})")
+    elif argument == "x-queue-type" and existing_type in QUEUE_TYPES:
+        remake = f"pass --queue-type {existing_type}, or {remake}"
+    elif argument == "x-queue-type":
+        remake = f"it is a {existing_type} queue, which these scripts do not use: {remake}"
+    return QueueMismatch(f"{what} {queue.name!r} already exists with another {argument} ({broker_says}); {remake}")
 
 
 # The ways a work queue can be declared, tried in turn while the broker refuses only the backstop's arguments:
@@ -160,6 +173,8 @@ class Topology:
         try:
             channel.queue_declare(name, durable=True, arguments=retry_queue_arguments(self.queue, delay))
         except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code == 406:
+                raise mismatch(Queue(name, self.queue.type), error.reply_text, "retry queue") from None
             raise refusal(error, f"declare the retry queue {name!r}") or error from None
 
     def declare_again(self, channel, name: str) -> None:

@@ -15,19 +15,21 @@ Errors the user must fix are raised as WorkQueueError subclasses (errors.py); no
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 
 import pika
 import pika.exceptions
 
 from workqueue import _pika, events
-from workqueue.connection import CONNECTION_ERRORS, UNANSWERED_HINT, Backoff, connect, describe, setup_seconds
+from workqueue.connection import CONNECTION_ERRORS, UNANSWERED, Backoff, connect, describe, setup_seconds
 from workqueue.errors import Unanswered
 from workqueue.failures import ORIGINAL_QUEUE_HEADER, Mover, Park, Retry, after_failure, decide
 from workqueue.output import IdRuns, log
-from workqueue.settings import WorkerSettings
+from workqueue.settings import WorkerSettings, check_worker
 from workqueue.task import Task
 from workqueue.topology import Topology, backstop_advice, queue_gone, refusal
 
@@ -68,9 +70,11 @@ class Worker:
     """
 
     def __init__(self, settings: WorkerSettings, work: Callable[[Task], None]) -> None:
+        """Raises SettingError (errors.UsageError) if a setting cannot work."""
+        check_worker(settings)
         self.settings = settings
         self.work = work
-        self.name = settings.name
+        self.name = settings.name or f"worker-{uuid.uuid4().hex[:4]}"
         self.topology = Topology(settings.queue, settings.retry)
         self.books = Books()
         self.events = events.Writer(settings.events)
@@ -104,12 +108,13 @@ class Worker:
                 self.consume(connection)
                 return
             except CONNECTION_ERRORS as error:
+                if self.leaving:
+                    return  # on its way out anyway: what it had, it ran (unsubscribe says why it is gone)
                 log(self.name, f"connection lost ({self.why_closed(error)}); reconnecting")
             except SubscriptionLost as error:
                 log(self.name, f"{error}; subscribing again")
             finally:
-                if connection.is_open:
-                    connection.close()
+                self.close(connection)
             if time.monotonic() - connected > SHORT_LIVED_SECONDS:
                 backoff.reset()
             elif not self.stopping:
@@ -117,6 +122,14 @@ class Worker:
                 log(self.name, f"the last connection lasted under {SHORT_LIVED_SECONDS:g} s: "
                                f"waiting {pause:.1f} s before the next")
                 time.sleep(pause)
+
+    def close(self, connection: pika.BlockingConnection) -> None:
+        """Close the connection, waiting for the broker's answer no longer than the set-up may take: a frozen
+        broker answers nothing, and pika's close waits for each channel's answer, then the connection's."""
+        if connection.is_open:
+            with _pika.Deadline(connection, setup_seconds(self.settings.broker.connect_timeout)), \
+                    contextlib.suppress(*CONNECTION_ERRORS):
+                connection.close()
 
     def open_connection(self, parameters: pika.ConnectionParameters) -> pika.BlockingConnection:
         # While the broker blocks publishing, moving a message waits; past this, pika drops the connection.
@@ -134,7 +147,7 @@ class Worker:
             except CONNECTION_ERRORS:
                 if deadline.expired:
                     raise Unanswered(f"the broker did not answer within {seconds:g} s while the worker declared "
-                                     f"its queues and subscribed {UNANSWERED_HINT}") from None
+                                     f"its queues and subscribed {UNANSWERED}") from None
                 raise
         self.keeper = _pika.ConnectionKeeper(connection, after_serving=self.note_a_cancel)
         if self.last_task is not None:
@@ -155,7 +168,10 @@ class Worker:
         single = channel_max == 1  # the broker allows this worker one channel: copies go on the consuming one
         if single:
             self.channel.confirm_delivery()
-        self.mover = Mover(self.connection, self.name, frame_max, self.topology, self.channel if single else None)
+        broker = self.settings.broker
+        self.mover = Mover(self.connection, self.name, frame_max, self.topology, self.channel if single else None,
+                           deadline=broker.blocked_timeout + setup_seconds(broker.connect_timeout)
+                           if broker.blocked_timeout else None)
         self.subscribe()
 
     def declare_queues(self) -> None:
@@ -184,7 +200,15 @@ class Worker:
         which a quorum queue would count as a delivery, bringing the task closer to being parked."""
         if not self.unsubscribed:
             self.unsubscribed = self.leaving = True
-            self.kept += _pika.cancel_keeping_deliveries(self.channel, self.consumer_tag)
+            seconds = setup_seconds(self.settings.broker.connect_timeout)
+            with _pika.Deadline(self.connection, seconds) as deadline:
+                try:
+                    self.kept += _pika.cancel_keeping_deliveries(self.channel, self.consumer_tag)
+                except CONNECTION_ERRORS:
+                    if deadline.expired:
+                        log(self.name, f"the broker did not answer within {seconds:g} s while this worker "
+                                       "unsubscribed: leaving without its answer")
+                    raise
 
     def stop_if_idle_or_asked(self) -> None:
         """Runs every POLL_SECONDS between tasks, on this thread: the connection's own timer."""
