@@ -28,8 +28,9 @@ try:
     from workqueue.output import log
     from workqueue.task import Task
     from workqueue.worker import Worker
-except ModuleNotFoundError as missing:  # pika, most likely: the only package the scripts need
-    sys.exit(f"consumer.py: error: {missing}; install it with: python3 -m pip install -r requirements.txt")
+except ModuleNotFoundError as missing:  # pika, the scripts' one package: run again in .venv, which has it
+    from workqueue.bootstrap import run_in_venv
+    run_in_venv("consumer.py", missing)
 
 
 def do_work(task: Task) -> None:

@@ -24,8 +24,9 @@ try:
     from workqueue.publishing import Publisher
     from workqueue.settings import TaskPlan
     from workqueue.task import Task, new_task
-except ModuleNotFoundError as missing:  # pika, most likely: the only package the scripts need
-    sys.exit(f"publisher.py: error: {missing}; install it with: python3 -m pip install -r requirements.txt")
+except ModuleNotFoundError as missing:  # pika, the scripts' one package: run again in .venv, which has it
+    from workqueue.bootstrap import run_in_venv
+    run_in_venv("publisher.py", missing)
 
 
 def make_tasks(plan: TaskPlan) -> Iterator[Task]:

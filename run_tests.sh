@@ -10,9 +10,12 @@ Usage: ./run_tests.sh [--rabbitmq VERSION] [--no-install] [PYTEST ARGUMENTS...]
 
 Makes .venv with the pinned requirements, lints, then runs the tests against throwaway RabbitMQ nodes of
 their own (or the broker at AMQP_URL, if set). What the tests need and this machine lacks (RabbitMQ, Python's
-venv module, tmux, shellcheck) is installed with the system's package manager: on a terminal it asks
-first; without one it installs only as root or with password-less sudo, and says so. No system-wide
-RabbitMQ service is left running or enabled. Extra arguments go to pytest, e.g. ./run_tests.sh -k retries
+venv module, tmux, shellcheck; on Debian headless Chromium, and as root Docker's engine and
+debootstrap) is installed with the
+system's package manager: on a terminal it asks first; without one it installs only as root or with
+password-less sudo, and says so. No system-wide RabbitMQ service or Docker engine is left running or
+enabled: the Docker tests start an engine of their own (socket, data and state under
+/var/tmp/workqueue-docker) and stop it at their end. Extra arguments go to pytest, e.g. ./run_tests.sh -k retries
 
 Options:
   --rabbitmq VERSION  run the tests on RabbitMQ VERSION (4.3, 4.0 or 3.10), installed in a Debian root of
@@ -40,6 +43,11 @@ done
 . ./workqueue/venv.sh
 needs="tmux shellcheck"
 if [ -z "${AMQP_URL:-}" ] && [ -z "$version" ]; then needs="rabbitmq $needs"; fi
+# The demo's Docker path is tested on a real engine of the tests' own, with an image made from a Debian root:
+# as root, on Debian or Ubuntu (elsewhere those tests are skipped, and say why).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then needs="$needs dockerd debootstrap"; fi
+# report.py's page is checked in headless Chromium: Debian's chromium-headless-shell.
+if command -v apt-get >/dev/null; then needs="$needs chromium-headless-shell"; fi
 # shellcheck disable=SC2086 # lists of words
 python3 -m workqueue.brokers install $needs --who "$who" $install_flags || exit 1
 if [ -n "$version" ]; then
@@ -50,6 +58,8 @@ make_venv requirements-dev.txt "$who" $install_flags
 
 # The lint: Python, shell, and the sizes a reader is promised (scripts of a page, a README of a sitting).
 "$py" -m ruff check .
+# The scripts and what they import run on Python 3.9 or newer (the README's promise); the tests need 3.10.
+"${py%/*}/vermin" --quiet --no-tips --violations -t=3.9- publisher.py consumer.py report.py workqueue/
 shellcheck -x run_demo.sh run_tests.sh workqueue/venv.sh .ci/run
 for file in publisher.py:120 consumer.py:120 README.md:200; do
   lines=$(wc -l < "${file%:*}")

@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from browser import is_blank, screenshot
+from test_page import assert_page_shows_the_run, drawn, page_of_demo
 
 from helpers import ROOT, read_events
 from workqueue.brokers import RABBITMQ_BIN, free_port_block, port_is_free, wait_until
@@ -55,6 +57,11 @@ def test_demo_inline_shows_fair_dispatch_and_reports(broker, tmp_path):
     assert out.index("all workers are consuming") < out.index("publisher  sent task 1")
     assert re.search(r"^worker-1 +waiting for tasks", out, re.M) and re.search(r"^worker-2 +started task", out, re.M)
     assert_complete_report(out, 9)
+    dom = assert_page_shows_the_run(out, events_file(out))
+    assert 'data-line="ideal"' in dom and 'data-line="lower bound"' in dom
+    png = tmp_path / "page.png"
+    screenshot(page_of_demo(out), png)
+    assert not is_blank(png)
 
 
 def test_demo_shows_flaky_tasks_retried_and_done(broker, tmp_path):
@@ -68,6 +75,7 @@ def test_demo_shows_flaky_tasks_retried_and_done(broker, tmp_path):
     assert "2 failed attempt(s) of 2 task(s), each retried later:" in report
     assert report.count("1 failure(s), done on attempt 2") == 2
     assert "every task done exactly once (4 of 4)" in report
+    assert drawn(assert_page_shows_the_run(out, events_file(out)))["failed"] == 2
 
 
 def test_demo_with_more_workers_than_tasks_stops_the_idle_ones_and_ends(broker, tmp_path):
@@ -82,6 +90,11 @@ def report_of(output: str) -> str:
     return output[output.index("[demo] report"):]
 
 
+def events_file(output: str) -> Path:
+    """The run's events file, as the demo names it at its end."""
+    return Path(re.search(r"^\[demo\] this run's events: (\S+)", output, re.M).group(1))
+
+
 def test_demo_kills_a_worker_mid_task_and_the_task_is_redone_once(broker, tmp_path):
     env = demo_env(broker.url, tmp_path)
     result = run_demo(env, "--mode", "inline", "--durations", "1,1,1,1,1,1", "--kill-worker", "--idle-timeout", "1.5")
@@ -89,7 +102,7 @@ def test_demo_kills_a_worker_mid_task_and_the_task_is_redone_once(broker, tmp_pa
     killed = re.search(r"\[demo\] killed (worker-\d) with SIGKILL ([\d.]+) s into task (\d+) \(of 1 s\)", result.stdout)
     assert killed, result.stdout
     worker, task = killed.group(1), killed.group(3)
-    events = read_events(tmp_path / "demo" / "run" / "events.jsonl", ("started", "done", "killed"))
+    events = read_events(events_file(result.stdout), ("started", "done", "killed"))
     assert [e["event"] for e in events if str(e["task_id"]) == task and e["worker"] == worker] == ["started", "killed"]
     redone = [e for e in events if str(e["task_id"]) == task and e["event"] == "done"]
     assert len(redone) == 1 and redone[0]["worker"] != worker and redone[0]["acked"], "redone by another, once"
@@ -98,6 +111,7 @@ def test_demo_kills_a_worker_mid_task_and_the_task_is_redone_once(broker, tmp_pa
     assert f"{worker} killed {killed.group(2)[:-1]}" in report and f"task {task} redone by worker-" in report
     assert re.search(r"; 0 lost$", report, re.M)
     assert re.search(rf"^{worker} .*\|{task}x", report, re.M), "the killed attempt's partial bar"
+    assert drawn(assert_page_shows_the_run(result.stdout, events_file(result.stdout)))["killed"] == 1
 
 
 def test_demo_restarts_its_broker_mid_run_and_loses_nothing(tmp_path):
@@ -105,6 +119,7 @@ def test_demo_restarts_its_broker_mid_run_and_loses_nothing(tmp_path):
     port = free_port_block(2)
     env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
                    RABBITMQ_BIN=str(RABBITMQ_BIN), RABBITMQ_MANAGEMENT_PORT=str(port + 1))
+    env["RABBITMQ_MANAGEMENT_PORT"] = "0"  # a node without the UI boots faster: it is not what this test is about
     result = run_demo(env, "--mode", "inline", "--durations", "2,2,2,2,2,2", "--restart-broker", "--idle-timeout", "3",
                       timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -160,43 +175,6 @@ def test_demo_opens_a_terminal_window_per_process(broker, tmp_path):
     assert_complete_report(result.stdout, 9)
 
 
-def fake_docker(tmp_path: Path, broker_url: str) -> tuple[Path, Path]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").symlink_to(ROOT / "tests" / "fake_docker.py")
-    log = tmp_path / "docker-calls"
-    log.touch()
-    return bin_dir, log
-
-
-@pytest.mark.parametrize("keep", [False, True])
-def test_demo_runs_rabbitmq_in_docker_on_loopback_only(broker, tmp_path, keep):
-    bin_dir, log = fake_docker(tmp_path, broker.url)
-    port, management_port = free_port_block(2), None
-    management_port = port + 1
-    env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path,
-                   PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(log),
-                   FAKE_DOCKER_TARGET_PORT=broker.url.split(":")[-1].split("/")[0],
-                   RABBITMQ_MANAGEMENT_PORT=str(management_port))
-    args = ["--mode", "inline", "--durations", DURATIONS, "--idle-timeout", "1"] + (["--keep-broker"] if keep else [])
-    try:
-        result = run_demo(env, *args)
-        calls = log.read_text().splitlines()
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert_complete_report(result.stdout, 9)
-        run = next(call for call in calls if call.startswith("run "))
-        assert "--name workqueue-demo-rabbitmq" in run
-        assert f"-p 127.0.0.1:{port}:5672" in run and f"-p 127.0.0.1:{management_port}:15672" in run
-        assert not re.search(r"-p (?!127\.0\.0\.1:)", run), "every port is published on loopback only"
-        assert run.endswith(" rabbitmq:4-management")
-        assert f"management UI: http://localhost:{management_port}/" in result.stdout
-        assert calls.index("rm -f workqueue-demo-rabbitmq") < calls.index(run), "an old container is replaced"
-        removed_after = "rm -f workqueue-demo-rabbitmq" in calls[calls.index(run):]
-        assert removed_after != keep, calls
-    finally:
-        subprocess.run([str(bin_dir / "docker"), "rm", "-f", "workqueue-demo-rabbitmq"], env=env, capture_output=True)
-
-
 def test_demo_without_any_broker_says_what_to_install(tmp_path):
     port = free_port_block(1)
     env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, PATH="/usr/bin:/bin",
@@ -241,7 +219,7 @@ def test_ctrl_c_stops_workers_warmly_then_the_local_broker_it_started(tmp_path):
     assert text.count("SIGTERM: finishing the current task") == 2
     report = text[text.index("[demo] report"):]
     assert "4 task(s) published, 2 done" in report and "NOT DONE: task(s) 3-4" in report
-    assert "stopping the RabbitMQ node started here" in text
+    assert "[demo] stopping the broker this demo started (local node" in text
     wait_until(lambda: port_is_free(port), 10, "the demo's broker to be stopped")
 
 
@@ -249,7 +227,8 @@ def test_demo_help_documents_every_flag_and_environment_variable():
     result = subprocess.run([DEMO, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for word in ["--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations", "--flaky",
-                 "--idle-timeout", "--mode", "--keep-broker", "--no-install", "WORKQUEUE_NO_INSTALL",
+                 "--idle-timeout", "--mode", "--keep-broker", "--start-broker", "--stop-broker", "--no-install",
+                 "WORKQUEUE_NO_INSTALL",
                  "--kill-worker", "--restart-broker",
                  "AMQP_URL", "TASK_QUEUE", "RABBITMQ_IMAGE",
                  "RABBITMQ_BIN", "RABBITMQ_MANAGEMENT_PORT", "DEMO_DIR", "NO_COLOR", "report.py"]:

@@ -83,7 +83,8 @@ def test_task_that_always_fails_is_parked_with_its_error_after_its_retries(broke
 
 
 @pytest.mark.parametrize("queue_type", ["quorum", "classic"])
-def test_tasks_waiting_for_their_retry_survive_a_broker_crash(broker, node, queue, tmp_path, queue_type):
+def test_tasks_waiting_for_their_retry_survive_a_broker_crash(fresh_node, queue, tmp_path, queue_type):
+    broker, node = fresh_node, fresh_node
     # No idle timeout: after a restart a quorum retry queue may take longer than any fixed idle time to
     # elect its leader and dead-letter what expired while the node was down; the test waits for the work.
     flags = ("--idle-timeout", "0", "--retry-delay", "2", "--connect-timeout", "60", "--queue-type", queue_type)
@@ -100,7 +101,12 @@ def test_tasks_waiting_for_their_retry_survive_a_broker_crash(broker, node, queu
     wait_until(lambda: len(read_events(events)) == 3, 20, "the three first attempts to fail")
     node.kill()  # kill -9 while the three wait in the retry queue
     node.start()
-    wait_until(lambda: len(read_events(events, ("done",))) == 3, 90, "the three retries to be done")
+    try:
+        wait_until(lambda: len(read_events(events, ("done",))) == 3, 90, "the three retries to be done")
+    except AssertionError:
+        with BrokerClient(broker.url) as client:
+            depths = {name: client.depth(name) for name in (queue, queue + ".retry.2s", queue + ".dead")}
+        raise AssertionError(f"the three retries not done in 90 s; queues: {depths}\n{worker.output}") from None
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0, worker.output
     assert "connection lost" in worker.output

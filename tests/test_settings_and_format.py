@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
+import pika.exceptions
 import pytest
 
 from helpers import PYTHON, ROOT
 from workqueue import cli, events
-from workqueue.connection import mask_url
+from workqueue.connection import describe, mask_url
 from workqueue.failures import earlier_deliveries
 from workqueue.output import log
 from workqueue.settings import RetryPolicy
@@ -217,3 +218,14 @@ def test_retry_delays_double_up_to_the_cap():
 ])
 def test_earlier_deliveries_read_both_counts_and_trust_no_odd_value(headers, queue_type, earlier):
     assert earlier_deliveries(headers, queue_type) == earlier
+
+
+def test_a_connection_closed_before_the_handshake_is_described_in_words_not_as_another_protocol():
+    """pika calls a connection closed before the broker spoke (docker-proxy accepting for a container that is
+    still booting) an IncompatibleProtocolError; the log line says what happened instead."""
+    closed = pika.exceptions.IncompatibleProtocolError("StreamLostError: ('Transport indicated EOF',)")
+    text = describe(pika.exceptions.AMQPConnectionError(closed))
+    assert "IncompatibleProtocolError" not in text
+    assert text.startswith("the connection was closed before the AMQP handshake: a broker still starting up")
+    other = pika.exceptions.IncompatibleProtocolError("something else")
+    assert describe(other) == "IncompatibleProtocolError: something else", "other causes keep their name"

@@ -65,6 +65,26 @@ def test_worker_waits_for_its_first_task_then_exits_after_idle_timeout(broker, q
     assert "summary: 1 task(s) done" in worker.output and re.search(r"no task for 1\.\d s: exiting", worker.output)
 
 
+def test_workers_started_at_a_persons_pace_all_take_part(broker, queue, tmp_path):
+    """The README's run by hand: a terminal, a worker; 8 s later another; 8 s later the publisher. With the
+    default idle timeout (6 s), the first worker is still there when the tasks come, and both share them."""
+    first = WorkerProcess(broker.url, queue, tmp_path, "first")
+    wait_for_consumers(broker.url, queue, 1)
+    time.sleep(8)
+    second = WorkerProcess(broker.url, queue, tmp_path, "second")
+    wait_for_consumers(broker.url, queue, 2)
+    time.sleep(8)
+    assert first.process.poll() is None, first.output
+    assert run_publisher(broker.url, queue, "--durations", "0.5,0.5,0.5,0.5,0.5,0.5").returncode == 0
+    events = tmp_path / "events.jsonl"
+    wait_until(lambda: len(read_events(events, ("done",))) == 6, 30, "the six tasks to be done")
+    for worker in (first, second):
+        worker.signal()
+        assert worker.wait() == 0, worker.output
+    done_by = [e["worker"] for e in read_events(events, ("done",))]
+    assert done_by.count("first") >= 1 and done_by.count("second") >= 1, done_by
+
+
 def test_idle_timeout_counts_from_the_last_task(broker, queue, tmp_path):
     worker = WorkerProcess(broker.url, queue, tmp_path, "w", "--idle-timeout", "1")
     wait_for_consumers(broker.url, queue, 1)

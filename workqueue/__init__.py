@@ -15,8 +15,12 @@ these modules, one idea each:
 - failures.py    what becomes of a task that fails: retry and park decisions, confirmed copies
 - events.py      the --events file's format, writer and reader side by side
 - report.py      who did what and how fair it was (report.py at the top is its command line)
-- brokers.py     throwaway RabbitMQ nodes, clusters, containers, installing what is missing
+- page.py        the run as a page: an SVG timeline in one self-contained HTML file (report.py --html)
+- brokers.py     throwaway RabbitMQ nodes, clusters, installing what is missing
+- docker_engine.py  a Docker engine and a RabbitMQ image of the tests' own, for the demo's Docker path
 - demo.py        the demo's orchestration (run_demo.sh at the top starts it)
+- demo_broker.py the demo's broker: the one that answers, or one it starts, records and stops
+- bootstrap.py   the scripts' way into .venv when this Python lacks pika
 - _pika.py       the only place pika's private names appear, version-checked, with public fallbacks
 
 Nothing here is imported on package import: brokers.py runs on a bare python3, before pika is installed.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import fcntl
 import os
 import random
 import re
@@ -110,6 +111,35 @@ def consumer_count(url: str, queue: str) -> int | None:
     finally:
         if connection.is_open:
             connection.close()
+
+
+def delete_queues(url: str, names: list[str]) -> list[str]:
+    """Delete those of these queues that are empty (a missing one counts as deleted); the names left."""
+    import pika
+
+    left = []
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url.split(",")[0]))
+    except pika.exceptions.AMQPError:
+        return names
+    try:
+        for name in names:
+            channel = connection.channel()
+            try:
+                # Not queue_delete(if_empty=True): quorum queues refuse that flag (540 NOT_IMPLEMENTED).
+                if channel.queue_declare(name, passive=True).method.message_count:
+                    left.append(name)
+                else:
+                    channel.queue_delete(name)
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # 404: no such queue
+    except pika.exceptions.AMQPError:
+        return names
+    finally:
+        if connection.is_open:
+            connection.close()
+    return left
 
 
 def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 20) -> None:
@@ -402,13 +432,15 @@ class DockerBroker:
 # does not list is part of something else there (Fedora's and Homebrew's Python have venv).
 PACKAGES = {
     "apt-get": {"rabbitmq": "rabbitmq-server", "venv": "python3-venv", "tmux": "tmux", "shellcheck": "shellcheck",
-                "debootstrap": "debootstrap"},
+                "debootstrap": "debootstrap", "dockerd": "docker.io",
+                "chromium-headless-shell": "chromium-headless-shell"},
     "dnf": {"rabbitmq": "rabbitmq-server", "tmux": "tmux", "shellcheck": "ShellCheck"},
     "brew": {"rabbitmq": "rabbitmq", "tmux": "tmux", "shellcheck": "shellcheck"},
 }
 # What each need is, for the lines that ask or tell.
 NEEDS = {"rabbitmq": "RabbitMQ", "venv": "Python's venv module", "tmux": "tmux", "shellcheck": "shellcheck",
-         "debootstrap": "debootstrap"}
+         "debootstrap": "debootstrap", "dockerd": "a Docker engine (dockerd)",
+         "chromium-headless-shell": "headless Chromium (for the tests of report.py's page)"}
 
 
 def is_missing(need: str) -> bool:
@@ -493,7 +525,8 @@ def install(needs: list[str], allowed: bool, who: str) -> bool:
 
 class no_services_started:
     """Debian starts (and enables) a service when its package is installed: not ours. The demo and the tests
-    start throwaway nodes of their own, so the system-wide broker stays off, and off at the next boot."""
+    start throwaway nodes (and a Docker engine) of their own, so the system-wide ones stay off, also at the
+    next boot."""
 
     def __init__(self, manager: str) -> None:
         self.policy = Path("/usr/sbin/policy-rc.d") if manager == "apt-get" else None
@@ -517,7 +550,8 @@ class no_services_started:
             else:
                 subprocess.run(["sudo", "rm", "-f", str(self.policy)], check=True)
         if Path("/run/systemd/system").exists():  # booted with systemd: the package enabled its service
-            subprocess.run(as_root(["systemctl", "disable", "--now", "rabbitmq-server"]), capture_output=True)
+            for unit in ("rabbitmq-server", "docker.socket", "docker", "containerd"):
+                subprocess.run(as_root(["systemctl", "disable", "--now", unit]), capture_output=True)
 
 
 # ---------------------------------------------------------------- another release, in a Debian root
@@ -543,6 +577,17 @@ def make_root(version: str) -> Path:
         return root
     if os.geteuid() != 0:
         raise SystemExit(f"brokers.py: making a root for RabbitMQ {version} needs root (debootstrap, chroot)")
+    ROOTS_FOLDER.mkdir(parents=True, exist_ok=True)
+    # One maker at a time (CI makes the 4.3 root while the first test run, which may want it, goes on):
+    # the second waits for the first, then finds the root made.
+    with open(ROOTS_FOLDER / f".{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make_root_now(version, suite, root, done)
+    return root
+
+
+def make_root_now(version: str, suite: str, root: Path, done: Path) -> None:
     if root.exists():
         unmount(root)
         shutil.rmtree(root)
@@ -571,7 +616,6 @@ def make_root(version: str) -> Path:
     finally:
         unmount(root)
     done.write_text(f"{suite}\n")
-    return root
 
 
 def step(what: str, command: list[str]) -> None:

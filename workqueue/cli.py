@@ -8,6 +8,7 @@ prints errors or exits the process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -266,7 +267,8 @@ class CommandLine:
     def exit_code(self, failed: bool = False) -> int:
         """The error's code, having printed it; else 1 if `failed`, else 0."""
         if self.error is not None:
-            print(f"{self.program}: error: {self.error}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # stderr gone with its terminal: the exit code still says it
+                print(f"{self.program}: error: {self.error}", file=sys.stderr, flush=True)
             return self.error.exit_code
         return 1 if failed else 0
 

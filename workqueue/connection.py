@@ -121,6 +121,10 @@ def describe(error: BaseException | None) -> str:
             break
         error = inner
     text = str(error).strip()
+    if isinstance(error, pika.exceptions.IncompatibleProtocolError) and "StreamLostError" in text:
+        # pika's name for a connection closed before the broker said a word: not a protocol of another kind.
+        return ("the connection was closed before the AMQP handshake: a broker still starting up (a container's "
+                "docker-proxy accepts connections before the broker in it does)")
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

@@ -7,6 +7,7 @@ says how to use it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import shutil
@@ -16,17 +17,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import pika
-import pika.exceptions
 
 from workqueue import brokers as rabbitmq
-from workqueue import cli, events
+from workqueue import cli, events, topology
 from workqueue.connection import mask_url
+from workqueue.demo_broker import Broker, Interrupted, alive, stop_kept
 from workqueue.errors import UsageError, WorkQueueError
-from workqueue.output import show_any_text
-from workqueue.settings import DEFAULT_QUEUE, DEFAULT_URL
+from workqueue.output import log, show_any_text, write
+from workqueue.settings import DEFAULT_QUEUE, DEFAULT_URL, RetryPolicy
 
 # The project folder: the scripts the demo runs are there.
 HERE = Path(__file__).resolve().parent.parent
@@ -58,6 +56,9 @@ Options:
                        inline (all here, lines prefixed by name); default: terminals on a desktop,
                        else tmux when it is installed and this is an interactive terminal, else inline
   --keep-broker        leave a broker this script started running afterwards
+  --start-broker       only start a broker (as the demo would) and leave it running, for running the
+                       scripts by hand; says how to stop it
+  --stop-broker        stop the broker that --start-broker or --keep-broker left running
   --no-install         never install anything (RabbitMQ, Python's venv module) when it is missing; say
                        what to run instead (env WORKQUEUE_NO_INSTALL=1)
   -h, --help           this help
@@ -68,28 +69,33 @@ Environment:
   TASK_QUEUE           queue name (default task_queue)
   RABBITMQ_IMAGE       Docker image for the broker (default rabbitmq:4-management)
   RABBITMQ_BIN         folder holding rabbitmq-server and rabbitmqctl (default /usr/lib/rabbitmq/bin)
-  RABBITMQ_MANAGEMENT_PORT  port of the management UI of a broker started here (default 15672)
+  RABBITMQ_MANAGEMENT_PORT  port of the management UI of a broker started here (default 15672; 0: none,
+                       for a node that boots faster)
   DEMO_DIR             folder for the run's files and a local node's data (default .demo)
   NO_COLOR             set to turn off coloured names in inline mode
 
-The broker, in this order: the one answering at AMQP_URL; else a Docker container named
-workqueue-demo-rabbitmq (ports published on 127.0.0.1 only); else a throwaway local rabbitmq-server
-node in $DEMO_DIR/rabbitmq, after installing RabbitMQ with the system's package manager if it is missing
-(asking first on a terminal; without one, only as root or with password-less sudo; no system-wide service
-is left running). A broker started here is stopped at the end unless --keep-broker is given.
+The broker, in this order: the one answering at AMQP_URL (any URL of a list); else a Docker container named
+workqueue-demo-rabbitmq (ports published on 127.0.0.1 only); else a throwaway local rabbitmq-server node in
+$DEMO_DIR/rabbitmq, after installing RabbitMQ with the system's package manager if it is missing (asking
+first on a terminal; without one, only as root or with password-less sudo; no system-wide service is left
+running). When Docker cannot give a broker (no engine, no image, a port taken, a container that dies), one
+line says why and the local node is next. A broker started here is stopped at the end, however the demo
+ends, unless --keep-broker or --start-broker is given; the next demo stops one a killed demo left behind.
+Each run's files are in $DEMO_DIR/runs/<time>-<pid>; a queue with consumers not the demo's own is not
+shared (the run uses a queue of its own).
 
 Ctrl-C stops the workers warmly (each finishes and acks its task), then the broker if started here.
 Exit status: 0 only when every published task was done.
 After a manual run, the same report: python3 report.py EVENTS_FILE (the file given to --events).
 """
-# The container a Docker broker runs in: a fixed name, so that a second run replaces what a first left.
-CONTAINER = "workqueue-demo-rabbitmq"
 # The tmux server of the demo's panes, apart from the user's own tmux sessions.
 TMUX_SOCKET = "workqueue-demo"
 # Desktop terminal programs, in the order they are tried.
 TERMINALS = ("x-terminal-emulator", "gnome-terminal", "konsole", "xfce4-terminal", "xterm")
-# Seconds to wait: for a Docker broker, a local node, the workers to consume, a process to start.
-DOCKER_BOOT_SECONDS, LOCAL_BOOT_SECONDS, CONSUMERS_SECONDS, START_SECONDS = 180, 120, 60, 30
+# Seconds to wait: for the workers to consume, for a process to start.
+CONSUMERS_SECONDS, START_SECONDS = 60, 30
+# Runs whose files are kept in DEMO_DIR/runs (the older ones are deleted as new ones start).
+RUNS_KEPT = 10
 # Seconds the workers get to finish their task after Ctrl-C.
 STOP_SECONDS = 60
 # The first line of a launcher: the shell writes its own PID to the file named next, then becomes the process.
@@ -98,7 +104,7 @@ MODES = ("terminals", "tmux", "inline")
 
 
 def say(text: str) -> None:
-    print(f"[demo] {text}", flush=True)
+    log("demo", text)
 
 
 # ---------------------------------------------------------------- flags
@@ -112,7 +118,7 @@ def parse_args(argv: list[str]) -> dict:
     """The demo's own flags; those passed on to the scripts are checked by the scripts' own parsers."""
     settings = {"workers": 2, "tasks": 10, "idle_timeout": "6", "mode": "auto", "keep_broker": False,
                 "publisher_flags": [], "no_install": bool(os.environ.get("WORKQUEUE_NO_INSTALL")),
-                "kill_worker": False, "restart_broker": False}
+                "kill_worker": False, "restart_broker": False, "start_broker": False, "stop_broker": False}
     args = list(argv)
     while args:
         flag = args.pop(0)
@@ -122,7 +128,7 @@ def parse_args(argv: list[str]) -> dict:
         if flag == "--keep-broker":
             settings["keep_broker"] = True
             continue
-        if flag in ("--no-install", "--kill-worker", "--restart-broker"):
+        if flag in ("--no-install", "--kill-worker", "--restart-broker", "--start-broker", "--stop-broker"):
             settings[flag[2:].replace("-", "_")] = True
             continue
         if flag not in ("--workers", "--tasks", "--min-seconds", "--max-seconds", "--seed", "--durations",
@@ -153,136 +159,6 @@ def parse_args(argv: list[str]) -> dict:
     except SystemExit:
         sys.exit(2)
     return settings
-
-
-# ---------------------------------------------------------------- the broker
-
-
-def broker_answers(url: str) -> bool:
-    """Whether a broker accepts an AMQP connection at the URL; WorkQueueError if it refuses the login."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(url.split(",")[0])).close()
-    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError):
-        raise WorkQueueError(f"the broker at {mask_url(url)} refused the login: check AMQP_URL") from None
-    except (pika.exceptions.AMQPError, OSError):
-        return False
-    return True
-
-
-class Broker:
-    """The broker of the run: one that answers, or one this demo starts and, at the end, stops."""
-
-    def __init__(self, url: str, folder: Path, keep: bool, no_install: bool) -> None:
-        self.url = url
-        parts = urlsplit(url.split(",")[0])
-        self.host, self.port = parts.hostname, parts.port or 5672
-        self.folder = folder
-        self.keep = keep
-        self.no_install = no_install
-        self.started: str | None = None  # "docker" or "local": what must be stopped
-        self.node: rabbitmq.RabbitNode | None = None
-        self.epmd: rabbitmq.EpmdDaemon | None = None
-        self.management: str | None = None
-        self.management_port = int(os.environ.get("RABBITMQ_MANAGEMENT_PORT", "15672"))
-
-    def find_or_start(self) -> None:
-        masked = mask_url(self.url)
-        if broker_answers(self.url):
-            say(f"using the broker that answers at {masked}")
-        elif self.host not in ("localhost", "127.0.0.1", "::1"):
-            raise WorkQueueError(f"no broker answers at {masked} (it is not local, so none is started for it)")
-        elif not (self.start_docker() or self.start_local() or (self.install() and self.start_local())):
-            self.no_broker_help(masked)
-        if self.management:
-            say(f"management UI: {self.management}")
-
-    def start_docker(self) -> bool:
-        if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
-            return False
-        image = os.environ.get("RABBITMQ_IMAGE", "rabbitmq:4-management")
-        say(f"starting RabbitMQ in Docker ({image}, container {CONTAINER})")
-        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)  # what an earlier run left
-        ports = ["-p", f"127.0.0.1:{self.port}:5672"]
-        if rabbitmq.port_is_free(self.management_port):
-            ports += ["-p", f"127.0.0.1:{self.management_port}:15672"]
-            if "management" in image:
-                self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
-        if subprocess.run(["docker", "run", "-d", "--name", CONTAINER, *ports, image],
-                          stdout=subprocess.DEVNULL).returncode:
-            raise WorkQueueError(f"docker run {image} failed")
-        self.started = "docker"
-        self.wait_until_it_answers(DOCKER_BOOT_SECONDS, f"the RabbitMQ container (docker logs {CONTAINER})")
-        return True
-
-    def start_local(self) -> bool:
-        install = rabbitmq.find_install()
-        if install is None or install.root:
-            return False
-        node_dir = self.folder / "rabbitmq"
-        shutil.rmtree(node_dir, ignore_errors=True)
-        config, plugins = "", []
-        if list(install.bin.glob("../lib/rabbitmq_server-*/plugins/rabbitmq_management-*")) \
-                and rabbitmq.port_is_free(self.management_port):
-            plugins = ["rabbitmq_management"]
-            config = f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
-            self.management = f"http://localhost:{self.management_port}/ (login guest / guest)"
-        say(f"starting a throwaway RabbitMQ node (data in {node_dir}, port {self.port})")
-        # A private port mapper and every file in node_dir: this node can neither see nor disturb another broker.
-        epmd_port = self.port - 30000 if self.port + 30000 > 65000 else self.port + 30000
-        self.epmd = rabbitmq.EpmdDaemon(install, epmd_port)
-        self.node = rabbitmq.RabbitNode(install, "workqueue-demo", self.port, epmd_port, config=config,
-                                        folder=node_dir, plugins=plugins)
-        self.node.launch()
-        self.started = "local"
-        self.wait_until_it_answers(LOCAL_BOOT_SECONDS, f"the local RabbitMQ node ({node_dir}/server.out)")
-        return True
-
-    def wait_until_it_answers(self, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while not broker_answers(self.url):
-            if self.node and self.node.process.poll() is not None:
-                log = self.node.folder / "server.out"
-                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
-                raise WorkQueueError(f"the local RabbitMQ node exited while booting (log: {log})")
-            if time.monotonic() > deadline:
-                raise WorkQueueError(f"{what} did not accept connections within {seconds} s")
-            time.sleep(0.5)
-
-    def install(self) -> bool:
-        return rabbitmq.install(["rabbitmq"], allowed=not self.no_install, who=PROGRAM)
-
-    def no_broker_help(self, masked: str) -> None:
-        raise WorkQueueError(f"""no RabbitMQ broker answers at {masked}, and none could be started here.
-Install one of these, then run ./run_demo.sh again:
-  Linux (Debian/Ubuntu): sudo apt-get install rabbitmq-server    (or Docker: https://docs.docker.com/engine/install/)
-  Linux (Fedora/RHEL):   sudo dnf install rabbitmq-server
-  macOS:                 brew install rabbitmq                    (or Docker Desktop)
-  Windows:               Docker Desktop, or the installer from https://www.rabbitmq.com/docs/install-windows
-Or point AMQP_URL at a broker you can use.""")
-
-    def crash_and_restart(self) -> None:
-        """kill -9 the broker this demo started, then start it again on the same data."""
-        if self.started == "docker":
-            subprocess.run(["docker", "kill", CONTAINER], capture_output=True)
-            subprocess.run(["docker", "start", CONTAINER], capture_output=True)
-            self.wait_until_it_answers(DOCKER_BOOT_SECONDS, f"the RabbitMQ container (docker logs {CONTAINER})")
-        else:
-            self.node.kill()
-            self.node.launch()
-            self.wait_until_it_answers(LOCAL_BOOT_SECONDS, "the local RabbitMQ node")
-
-    def stop(self) -> None:
-        if self.keep and self.started:
-            how = (f"docker rm -f {CONTAINER}" if self.started == "docker"
-                   else f"kill {self.node.process.pid} {self.epmd.process.pid}")
-            say(f"the broker keeps running: {how} stops it")
-        elif self.started == "docker":
-            say(f"removing the Docker container {CONTAINER}")
-            subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
-        elif self.started == "local":
-            say("stopping the RabbitMQ node started here")
-            self.node.stop()
-            self.epmd.stop()
 
 
 # ---------------------------------------------------------------- the processes
@@ -337,7 +213,8 @@ class Processes:
 
         def print_lines() -> None:
             for line in process.stdout:
-                print(f"{start}{name:<10}{end} {line.rstrip().removeprefix(f'[{name}] ')}", flush=True)
+                # One write a line: the lines of the processes never run into each other.
+                write(f"{start}{name:<10}{end} {line.rstrip().removeprefix(f'[{name}] ')}\n")
         printer = threading.Thread(target=print_lines, daemon=True)
         printer.start()
         self.printers.append(printer)
@@ -453,25 +330,71 @@ class Demo:
         self.settings = settings
         self.url = os.environ.get("AMQP_URL") or DEFAULT_URL
         self.queue = os.environ.get("TASK_QUEUE") or DEFAULT_QUEUE
-        folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
-        self.run_dir = folder / "run"
+        self.own_queue = False  # a queue of this run's own, deleted at its end
+        self.folder = Path(os.environ.get("DEMO_DIR") or HERE / ".demo")
+        # A folder per run: demos run at the same time in one checkout keep apart.
+        self.run_dir = self.folder / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         self.events = self.run_dir / "events.jsonl"
-        self.broker = Broker(self.url, folder, settings["keep_broker"], settings["no_install"])
+        keep = settings["keep_broker"] or settings["start_broker"]
+        self.broker = Broker(self.url, self.folder, keep, settings["no_install"], lambda: self.interrupted)
         self.processes: Processes | None = None
         self.interrupted = False
 
+    def prepare_folders(self) -> None:
+        """The run's folder, before anything is started: a folder that cannot be written is one line."""
+        try:
+            self.run_dir.mkdir(parents=True)
+            for old in sorted((self.folder / "runs").iterdir())[:-RUNS_KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as error:
+            raise WorkQueueError(f"cannot write in {self.folder} ({error.strerror}): set DEMO_DIR to a folder "
+                                 "you can write") from None
+
+    def stop_leftovers(self) -> None:
+        """The workers and publishers of earlier runs whose demo is gone without stopping them (kill -9): left
+        running, they would take this run's tasks. Each is asked to stop warmly, then killed after a while."""
+        left = {}
+        for pid_file in (self.folder / "runs").glob("*/*.pid"):
+            run, name = pid_file.parent, pid_file.stem
+            owner = run.name.rpartition("-")[2]
+            if run == self.run_dir or (owner.isdigit() and alive(int(owner))) or (run / f"{name}.exit").exists():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text())
+                # Only a process that is surely one of ours: a PID can be reused (Linux's /proc tells).
+                if alive(pid) and any(script in Path(f"/proc/{pid}/cmdline").read_bytes()
+                                      for script in (b"consumer.py", b"publisher.py")):
+                    os.kill(pid, signal.SIGTERM)
+                    left[pid] = name
+        if left:
+            say(f"stopping {', '.join(sorted(left.values()))}, left running by an earlier demo")
+            deadline = time.monotonic() + STOP_SECONDS
+            while any(alive(pid) for pid in left) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
     def run(self) -> int:
-        os.environ.update(AMQP_URL=self.url, TASK_QUEUE=self.queue, PYTHONUNBUFFERED="1")
-        self.broker.find_or_start()
+        # From the first moment: whatever the demo starts, a signal (Ctrl-C, SIGTERM, the terminal closing)
+        # ends in stop(), which stops it.
+        for signum in cli.STOP_SIGNALS:
+            signal.signal(signum, self.on_interrupt)
+        self.prepare_folders()
+        self.stop_leftovers()
+        if self.settings["stop_broker"]:
+            say(stop_kept(self.folder))
+            return 0
+        url = self.broker.find_or_start()
+        if self.settings["start_broker"]:
+            return self.leave_broker_running(url)
         if self.settings["restart_broker"] and not self.broker.started:
             raise WorkQueueError(f"--restart-broker: the broker at {mask_url(self.url)} was running before the demo, "
-                        "which restarts only a broker it started (stop that one, or point AMQP_URL elsewhere)")
+                                 "which restarts only a broker it started (stop that one, or point AMQP_URL elsewhere)")
+        self.choose_queue(url)
         mode = choose_mode(self.settings["mode"])
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.run_dir.mkdir(parents=True)
+        os.environ.update(AMQP_URL=self.url, TASK_QUEUE=self.queue, PYTHONUNBUFFERED="1")
         self.processes = processes = Processes(mode, self.run_dir)
-        signal.signal(signal.SIGINT, self.on_interrupt)
-        signal.signal(signal.SIGTERM, self.on_interrupt)
         workers = self.settings["workers"]
         say(f"starting {workers} worker(s) ({mode} mode) on queue '{self.queue}'")
         for index in range(1, workers + 1):
@@ -481,7 +404,7 @@ class Demo:
         for name in processes.workers():
             processes.wait_started(name)
         try:
-            rabbitmq.wait_until(lambda: (rabbitmq.consumer_count(self.url, self.queue) or 0) >= workers or
+            rabbitmq.wait_until(lambda: (rabbitmq.consumer_count(url, self.queue) or 0) >= workers or
                                 self.interrupted, CONSUMERS_SECONDS, "the workers", 0.2)
         except AssertionError:
             raise WorkQueueError(f"the workers did not all start consuming within {CONSUMERS_SECONDS} s") from None
@@ -498,6 +421,40 @@ class Demo:
             processes.wait_started("publisher")
             processes.wait(["publisher"])
         return self.finish()
+
+    def leave_broker_running(self, url: str) -> int:
+        if not self.broker.started:
+            say("nothing started: that broker was running already")
+        say(f"the broker is at {mask_url(url)}: run python3 consumer.py in two terminals, then python3 publisher.py; "
+            "./run_demo.sh --stop-broker stops it")
+        self.broker.started = None  # kept: stop() leaves it on the record, as it is
+        return 0
+
+    def choose_queue(self, url: str) -> None:
+        """TASK_QUEUE, unless another demo of this DEMO_DIR uses it or consumers are on it already (a worker of
+        an earlier run): those would take some of this run's tasks, which its report would count as not done."""
+        # Held until this process ends, however it ends: the kernel lets go of a dead process's lock.
+        self.queue_lock = open(self.folder / f"queue-{self.queue.replace('/', '_')}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self.queue_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            others = rabbitmq.consumer_count(url, self.queue) or 0
+            why = f"already has {others} consumer(s), not this demo's (a worker of an earlier run?)" if others else ""
+        except BlockingIOError:
+            why = "is in use by another demo run from this folder"
+        if why:
+            name = f"{self.queue}-demo-{os.getpid()}"
+            say(f"'{self.queue}' {why}: this run uses a queue of its own, '{name}', deleted at its end")
+            self.queue, self.own_queue = name, True
+
+    def delete_own_queue(self) -> None:
+        """The run's own queue and the queues the workers made for it, those that are empty."""
+        if not self.own_queue:
+            return
+        names = [self.queue, topology.dead_letter_queue(self.queue),
+                 *(topology.retry_queue(self.queue, delay) for delay in RetryPolicy().delays())]
+        left = rabbitmq.delete_queues(self.url, names)
+        if left:
+            say(f"left {', '.join(left)} on the broker: not empty")
 
     def wait_for_the_workers(self) -> None:
         """Until every worker has exited. A worker leaves --idle-timeout seconds after its last task, and one that
@@ -537,12 +494,15 @@ class Demo:
         subprocess.run(["tmux", "-L", TMUX_SOCKET, "attach", "-t", self.processes.tmux_session],
                        env={**os.environ, "TMUX": ""})  # TMUX="": also from inside tmux
 
-    def on_interrupt(self, _signum: int, _frame) -> None:
+    def on_interrupt(self, signum: int, _frame) -> None:
         if self.interrupted:
             return
         self.interrupted = True
-        print()
-        say("interrupted: the workers finish their current task, then stop")
+        write("\n")
+        if self.processes is None:
+            say(f"{signal.Signals(signum).name}: stopping")
+            return
+        say(f"{signal.Signals(signum).name}: the workers finish their current task, then stop")
         # The waiting loops see the flag; the workers are asked here, each once.
         threading.Thread(target=self.stop_everything, daemon=True).start()
 
@@ -557,13 +517,15 @@ class Demo:
         if processes.mode == "tmux" and not sys.stdout.isatty() and processes.tmux_session:
             processes.show_tmux_panes()
         processes.close()
-        print()
+        write("\n")
         say("report")
         status = subprocess.run([sys.executable, "report.py", str(self.events), "--workers",
-                                 str(self.settings["workers"])], cwd=HERE).returncode
+                                 str(self.settings["workers"]), "--html", str(self.run_dir / "timeline.html")],
+                                cwd=HERE).returncode
         if processes.exit_status("publisher") != 0:
             say(f"the publisher did not get every task confirmed (exit {processes.exit_status('publisher')})")
             status = 1
+        say(f"this run's events: {self.events} (python3 report.py reads them again)")
         return 1 if status else 0
 
 
@@ -637,7 +599,11 @@ class Director:
     def restart_broker(self, in_flight: int) -> None:
         say(f"killing the broker (kill -9) with {in_flight} task(s) in progress, then starting it again")
         down = time.time()
-        self.demo.broker.crash_and_restart()
+        try:
+            self.demo.broker.crash_and_restart()
+        except WorkQueueError as error:
+            say(f"--restart-broker: {error}")
+            return
         up = time.time()
         self.writer.write({"event": "broker_down", "down": down, "up": up})
         say(f"the broker is back after {up - down:.1f} s, with every confirmed task on its disk: "
@@ -650,9 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         demo = Demo(parse_args(sys.argv[1:] if argv is None else argv))
         try:
             return demo.run()
+        except Interrupted:
+            return 130
         finally:
             if demo.processes and demo.processes.tmux_session:
                 demo.processes.tmux("kill-session", "-t", demo.processes.tmux_session)
+            demo.delete_own_queue()
             demo.broker.stop()
     return command.exit_code()
 

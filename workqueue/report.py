@@ -24,9 +24,10 @@ TWICE_LINES = 10
 TIMELINE_ROWS = 40
 # Narrowest timeline drawn, in columns, however narrow the terminal.
 MIN_TIMELINE_WIDTH = 20
-# How each kind of attempt is filled on the timeline, by its kind's number in an attempt row.
-FILLS = "=!x"
-DONE, FAILED, KILLED = 0, 1, 2
+# How each kind of attempt is filled on the timeline, by its kind's number in an attempt row. An attempt
+# taken back (its worker's ack was lost: done, but done again) is drawn on the page, not on the terminal.
+FILLS = "=!x?"
+DONE, FAILED, KILLED, TAKEN_BACK = 0, 1, 2, 3
 # The timeline's row for the broker's downtime.
 BROKER_ROW = "broker"
 
@@ -65,18 +66,46 @@ class Failures(NamedTuple):
     error: str
 
 
+class Fairness(NamedTuple):
+    """How close to ideal a run was, in seconds; ideal and bound are 0 when it is not judged (not_judged says
+    why: tasks not done, failures, a crash on purpose, runs mixed)."""
+    makespan: float
+    ideal: float
+    bound: float
+    workers: int
+    not_judged: str | None
+    so_far: bool
+
+    def in_words(self) -> str:
+        if self.not_judged or not self.ideal or not self.bound:
+            return (f"The run took {self.makespan:.2f} s{' so far' if self.so_far else ''}; not compared with the "
+                    f"ideal, as {self.not_judged or 'the tasks took no time'}.")
+        return (f"The run took {self.makespan:.2f} s with {self.workers} worker(s): "
+                f"{longer(self.makespan, self.ideal)} the ideal greedy schedule of its tasks ({self.ideal:.2f} s), "
+                f"{longer(self.makespan, self.bound)} the lower bound ({self.bound:.2f} s).")
+
+
+def longer(makespan: float, than: float) -> str:
+    ratio = makespan / than
+    if ratio < 1.0005:
+        return "as short as" if ratio > 0.9995 else f"{(1 - ratio) * 100:.1f}% shorter than"
+    return f"{(ratio - 1) * 100:.1f}% longer than"
+
+
 class Run:
     """The events of a run, read once: add() each, then report()."""
 
     def __init__(self) -> None:
         self.keys: dict[str, int] = {}  # task key -> its number
         self.names: list[str] = []  # a task's name, by number
+        self.ids: list[str] = []  # a task's message id (or key), by number
         self.published: dict[int, float] = {}  # task number -> its seconds, in the order published
         self.runs: set[str] = set()  # the runs the published tasks belong to (their message ids' prefixes)
         self.workers: dict[str, int] = {}  # worker name -> its number
         # One row per attempt drawn: worker number, task number, kind, started, finished.
         self.a_worker, self.a_task, self.a_kind = array("i"), array("i"), array("b")
         self.a_start, self.a_end = array("d"), array("d")
+        self.a_attempt = array("i")  # the attempt's number, as the worker counted it (0: not said)
         self.acked_runs = array("i")  # per task number: its done events acked
         self.unacked: dict[int, list[int]] = {}  # task number -> workers whose done could not be acked
         self.done_by: dict[int, list[int]] = {}  # task number -> workers that did it, when more than one did
@@ -90,7 +119,7 @@ class Run:
         self.downtimes: list[dict] = []
         self.skipped = 0
         self.handlers = {"published": self.add_published, "started": self.add_started, "done": self.add_done,
-                         "failed": self.add_failed, "parked": self.add_parked, "killed": self.killed.append,
+                         "failed": self.add_failed, "parked": self.add_parked, "killed": self.add_killed,
                          "broker_down": self.downtimes.append}
 
     def add_all(self, events: Iterable[dict | None]) -> Run:
@@ -109,6 +138,7 @@ class Run:
         if number is None:
             number = self.keys[key] = len(self.names)
             self.names.append(task_name(event))
+            self.ids.append(str(key))
             self.acked_runs.append(0)
             self.first_done.append(-1)
         return number
@@ -134,6 +164,8 @@ class Run:
         self.a_kind.append(kind)
         self.a_start.append(event["started"])
         self.a_end.append(end)
+        attempt = event.get("attempt")
+        self.a_attempt.append(attempt if type(attempt) is int and 0 < attempt < 2**31 else 0)
 
     def add_done(self, event: dict) -> None:
         task = self.task(event)
@@ -147,6 +179,11 @@ class Run:
             self.attempt(DONE, task, event, event["finished"])
         else:
             self.unacked.setdefault(task, []).append(worker)
+            self.attempt(TAKEN_BACK, task, event, event["finished"])
+
+    def add_killed(self, event: dict) -> None:
+        self.killed.append(event)
+        self.attempt(KILLED, self.task(event), event, event["at"])
 
     def add_failed(self, event: dict) -> None:
         task = self.task(event)
@@ -255,8 +292,7 @@ class Report:
         names = run.worker_names()
         drawn = [(names[worker], start, end, FILLS[kind], run.names[task])
                  for worker, task, kind, start, end in zip(run.a_worker, run.a_task, run.a_kind, run.a_start, run.a_end)
-                 if self.ours(task)]
-        drawn += [(str(e["worker"]), e["started"], e["at"], FILLS[KILLED], task_name(e)) for e in run.killed]
+                 if kind != TAKEN_BACK and (self.ours(task) or kind == KILLED)]
         return drawn + [(BROKER_ROW, e["down"], e["up"], "#", "#") for e in run.downtimes]
 
     def timeline_rows(self) -> list[str]:
@@ -266,11 +302,28 @@ class Report:
     # ---------------------------------------------------------------- how fair
 
     def makespan_lines(self, failed: list[int]) -> list[str]:
+        fairness = self.fairness(failed)
+        if fairness is None:
+            return []
+        makespan, ideal, bound, count, not_judged = fairness[:5]
+        if not_judged:
+            return [f"makespan {makespan:.2f} s{' so far' if self.missing else ''}; not compared with the ideal, "
+                    f"as {not_judged}"]
+        if not ideal or not bound or not makespan:
+            return [f"makespan {makespan:.2f} s"]
+        return [f"makespan {makespan:.2f} s with {count} worker(s); ideal greedy schedule {ideal:.2f} s "
+                f"(x{makespan / ideal:.3f}); lower bound {bound:.2f} s (x{makespan / bound:.3f})"]
+
+    def fairness(self, failed: list[int] | None = None) -> Fairness | None:
+        """The makespan against the ideal greedy schedule and the lower bound, or why they are not compared
+        (ideal and bound 0 then); None when no task was done."""
         run = self.run
+        if failed is None:
+            failed = [task for task in run.failures if self.ours(task)]
         acked = [(start, end) for task, kind, start, end in zip(run.a_task, run.a_kind, run.a_start, run.a_end)
                  if kind == DONE and task in self.done]
         if not acked:
-            return []
+            return None
         makespan = max(end for _, end in acked) - min(start for start, _ in acked)
         durations = list(run.published.values()) or [end - start for start, end in acked]
         work = sum(durations)
@@ -284,14 +337,15 @@ class Report:
                       "the events' times are further apart than all the work in them: clocks out of step, or "
                       "runs mixed" if makespan > 2 * work + 10 else None)
         if not_judged:
-            return [f"makespan {makespan:.2f} s{' so far' if self.missing else ''}; not compared with the ideal, "
-                    f"as {not_judged}"]
-        ideal = greedy_makespan(durations, count)
-        bound = max(work / count, max(durations))
-        if not ideal or not bound or not makespan:
-            return [f"makespan {makespan:.2f} s"]
-        return [f"makespan {makespan:.2f} s with {count} worker(s); ideal greedy schedule {ideal:.2f} s "
-                f"(x{makespan / ideal:.3f}); lower bound {bound:.2f} s (x{makespan / bound:.3f})"]
+            return Fairness(makespan, 0.0, 0.0, count, not_judged, bool(self.missing))
+        return Fairness(makespan, greedy_makespan(durations, count), max(work / count, max(durations)), count, None,
+                        False)
+
+    def parked_reason(self, task: int) -> str:
+        failure = self.run.failures.get(task)
+        if failure is not None and failure.outcome == "parked":
+            return f"after {failure.count} failed attempt(s): {failure.error}"
+        return self.run.parked.get(task, "parked")
 
     # ---------------------------------------------------------------- what went wrong
 
