@@ -35,7 +35,8 @@ def make_tasks(plan: TaskPlan) -> Iterator[Task]:
     their first attempt on purpose, with random numbers of their own, so that the durations stay the same.
     A job of your own sends its data as fields of the task: new_task(7, 0, image="a.png") reaches the worker's
     do_work as task.data["image"]."""
-    rng, flaky_rng, flaky_left = random.Random(plan.seed), random.Random(plan.seed), min(plan.flaky, plan.total)
+    rng, flaky_left = random.Random(plan.seed), min(plan.flaky, plan.total)
+    flaky_rng = random.Random(None if plan.seed is None else f"flaky {plan.seed}")  # not the durations' numbers
     if plan.durations is not None:
         durations = iter(plan.durations)
     else:

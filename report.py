@@ -49,15 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report.py: error: cannot read {args.events}: {error.strerror}", file=sys.stderr)
         return 1
     text, complete = made.text()
+    problem = None
     if args.html:
         try:
             args.html.write_text(page(made, f"Work queue run: {Path(args.events).name}"), encoding="utf-8")
+            text += f"\ntimeline page: {args.html.resolve().as_uri()}"
         except OSError as error:
-            print(f"report.py: error: cannot write {args.html}: {error.strerror}", file=sys.stderr)
-            return 1
-        text += f"\ntimeline page: {args.html.resolve().as_uri()}"
+            problem = f"report.py: error: cannot write {args.html}: {error.strerror}"
     show_any_text()
     write(text + "\n")  # into a closed pipe (| head) too, quietly: the exit status still tells
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     return 0 if complete else 1
 
 

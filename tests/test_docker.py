@@ -29,8 +29,9 @@ DURATIONS = "0.3,0.1,0.4,0.1,0.5,0.2,0.2,0.3,0.1"
 def docker_env(docker_engine, tmp_path, image: str | None = None, **extra: str) -> tuple[dict[str, str], int]:
     engine, tag = docker_engine
     port = free_port_block(2)
+    extra = {"RABBITMQ_MANAGEMENT_PORT": str(port + 1), **extra}
     env = demo_env(f"amqp://guest:guest@127.0.0.1:{port}/%2F", tmp_path, DOCKER_HOST=engine.host,
-                   RABBITMQ_IMAGE=image or tag, RABBITMQ_MANAGEMENT_PORT=str(port + 1), **extra)
+                   RABBITMQ_IMAGE=image or tag, **extra)
     return env, port
 
 
@@ -73,13 +74,17 @@ def test_start_broker_leaves_a_container_on_loopback_for_a_run_by_hand_until_sto
         assert "./run_demo.sh --stop-broker stops it" in started.stdout
         bindings = json.loads(engine.docker("inspect", "-f", "{{json .HostConfig.PortBindings}}", CONTAINER).stdout)
         assert {binding["HostIp"] for ports in bindings.values() for binding in ports} == {"127.0.0.1"}, bindings
-        # By hand, with the system's python3 (it has no pika: the scripts run again in .venv by themselves).
-        worker = subprocess.Popen(["/usr/bin/python3", "consumer.py", "--idle-timeout", "1"], cwd=ROOT, env=env,
+        # By hand, with the system's python3 (without pika, the scripts run again in .venv by themselves).
+        worker = subprocess.Popen(["python3", "consumer.py", "--idle-timeout", "1"], cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        publisher = subprocess.run(["/usr/bin/python3", "publisher.py", "--durations", "0.1,0.1"], cwd=ROOT,
-                                   env=env, capture_output=True, text=True, timeout=60)
-        assert publisher.returncode == 0, publisher.stdout + publisher.stderr
-        output, _ = worker.communicate(timeout=60)
+        try:
+            publisher = subprocess.run(["python3", "publisher.py", "--durations", "0.1,0.1"], cwd=ROOT,
+                                       env=env, capture_output=True, text=True, timeout=60)
+            assert publisher.returncode == 0, publisher.stdout + publisher.stderr
+            output, _ = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
         assert worker.returncode == 0 and "summary: 2 task(s) done" in output, output
     finally:
         stopped = run_demo(env, "--stop-broker")
@@ -90,7 +95,9 @@ def test_start_broker_leaves_a_container_on_loopback_for_a_run_by_hand_until_sto
 def test_demo_falls_back_to_a_local_node_when_docker_cannot_pull_the_image(docker_engine, tmp_path):
     skip_unless_the_demo_can_start_a_node()
     engine, _tag = docker_engine
-    env, _port = docker_env(docker_engine, tmp_path, image="workqueue-test/no-such-image:1")
+    # No management UI: the local node boots in half the time, and the UI is not what this test is about.
+    env, _port = docker_env(docker_engine, tmp_path, image="workqueue-test/no-such-image:1",
+                            RABBITMQ_MANAGEMENT_PORT="0")
     result = run_demo(env, "--mode", "inline", "--durations", DURATIONS, "--idle-timeout", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\[demo\] Docker could not start workqueue-test/no-such-image:1 \(.+\): trying a local node",
@@ -107,18 +114,21 @@ def test_demo_shows_a_dying_containers_log_at_once_then_falls_back(docker_engine
     broken = "workqueue-test/rabbitmq:broken-config"
     engine.build(broken, f"FROM {tag}\nCOPY rabbitmq.conf /etc/rabbitmq/rabbitmq.conf\n",
                  {"rabbitmq.conf": "listeners.tcp.default = not-a-port\n"})
-    env, _port = docker_env(docker_engine, tmp_path, image=broken)
+    env, _port = docker_env(docker_engine, tmp_path, image=broken, RABBITMQ_MANAGEMENT_PORT="0")
     start = time.monotonic()
-    demo = subprocess.Popen([DEMO, "--mode", "inline", "--durations", DURATIONS, "--idle-timeout", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    output, errors = demo.communicate(timeout=180)
-    assert demo.returncode == 0, output + errors
-    exited = output.index("the RabbitMQ container exited (status")
-    assert "not-a-port" in output[exited:output.index("trying a local node", exited)], "its log's last lines"
-    assert output.index("starting a throwaway RabbitMQ node") > exited
-    assert_complete_report(output, 9)
-    assert containers(engine) == []
-    assert time.monotonic() - start < 90, "noticed at once, not after the 180 s wait"
+    # --start-broker: the same choice of a broker as the demo's, without the run that the test above shows.
+    result = run_demo(env, "--start-broker", timeout=180)
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        output = result.stdout
+        exited = output.index("the RabbitMQ container exited (status")
+        assert "not-a-port" in output[exited:output.index("trying a local node", exited)], "its log's last lines"
+        assert output.index("starting a throwaway RabbitMQ node") > exited
+        assert containers(engine) == []
+        assert time.monotonic() - start < 90, "noticed at once, not after the 180 s wait"
+    finally:
+        stopped = run_demo(env, "--stop-broker")
+    assert "stopped the broker" in stopped.stdout, stopped.stdout + stopped.stderr
 
 
 def test_a_docker_run_that_fails_on_a_taken_port_leaves_no_container_and_says_why(docker_engine, tmp_path):

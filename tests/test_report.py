@@ -172,6 +172,8 @@ ODD_LINES = [
     '{"event": "published", "task_id": 1, "seconds": NaN}',
     '{"event": "published", "task_id": 1, "seconds": 1e308}',
     '{"event": "broker_down", "down": true, "up": 3}',
+    '{"event": "broker_down", "down": 1700000005, "up": 1700000001}',
+    '{"event": "killed", "worker": "a", "started": 1700000005, "at": 1700000001}',
     '[' * 100000,
 ]
 
@@ -181,6 +183,12 @@ def test_odd_values_are_skipped_and_counted_like_other_bad_lines(line):
     assert checked(line) is None
     text, _ = report([published(1, 1), done("a", 1, 0, 1), checked(line)], None, 80)
     assert "skipped 1 line(s)" in text
+
+
+def test_a_message_id_that_is_no_text_is_a_task_key_like_any_other():
+    events = [{**published(1, 1), "message_id": [1]}, {**done("a", 1, 0, 1), "message_id": {"x": 1}}]
+    text, _ = report(events, None, 80)
+    assert text.startswith("1 task(s) published")
 
 
 def test_zero_second_tasks_and_done_events_without_seconds_are_reported():

@@ -528,8 +528,15 @@ class no_services_started:
     start throwaway nodes (and a Docker engine) of their own, so the system-wide ones stay off, also at the
     next boot."""
 
+    # The services the packages we install may bring, started and enabled on a systemd machine.
+    UNITS = ("rabbitmq-server", "docker.socket", "docker", "containerd")
+
     def __init__(self, manager: str) -> None:
         self.policy = Path("/usr/sbin/policy-rc.d") if manager == "apt-get" else None
+        self.systemd = Path("/run/systemd/system").exists()
+        # Units already there before the install are the user's: left as they are.
+        self.before = {unit for unit in self.UNITS if self.systemd and subprocess.run(
+            ["systemctl", "cat", unit], capture_output=True).returncode == 0}
 
     def __enter__(self) -> None:
         if self.policy and not self.policy.exists():
@@ -549,9 +556,10 @@ class no_services_started:
                 self.policy.unlink(missing_ok=True)
             else:
                 subprocess.run(["sudo", "rm", "-f", str(self.policy)], check=True)
-        if Path("/run/systemd/system").exists():  # booted with systemd: the package enabled its service
-            for unit in ("rabbitmq-server", "docker.socket", "docker", "containerd"):
-                subprocess.run(as_root(["systemctl", "disable", "--now", unit]), capture_output=True)
+        if self.systemd:  # booted with systemd: a package we installed enabled and started its service
+            for unit in self.UNITS:
+                if unit not in self.before:
+                    subprocess.run(as_root(["systemctl", "disable", "--now", unit]), capture_output=True)
 
 
 # ---------------------------------------------------------------- another release, in a Debian root

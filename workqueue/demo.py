@@ -339,13 +339,16 @@ class Demo:
         self.broker = Broker(self.url, self.folder, keep, settings["no_install"], lambda: self.interrupted)
         self.processes: Processes | None = None
         self.interrupted = False
+        self.finishing = False  # in main()'s clean-up: a signal must not cut it short
 
     def prepare_folders(self) -> None:
         """The run's folder, before anything is started: a folder that cannot be written is one line."""
         try:
             self.run_dir.mkdir(parents=True)
             for old in sorted((self.folder / "runs").iterdir())[:-RUNS_KEPT]:
-                shutil.rmtree(old, ignore_errors=True)
+                owner = old.name.rpartition("-")[2]
+                if not (owner.isdigit() and alive(int(owner))):  # not the folder of a demo still running
+                    shutil.rmtree(old, ignore_errors=True)
         except OSError as error:
             raise WorkQueueError(f"cannot write in {self.folder} ({error.strerror}): set DEMO_DIR to a folder "
                                  "you can write") from None
@@ -386,9 +389,11 @@ class Demo:
             say(stop_kept(self.folder))
             return 0
         url = self.broker.find_or_start()
+        if self.interrupted:
+            raise Interrupted("interrupted before the workers were started")
         if self.settings["start_broker"]:
             return self.leave_broker_running(url)
-        if self.settings["restart_broker"] and not self.broker.started:
+        if self.settings["restart_broker"] and not self.broker.can_restart():
             raise WorkQueueError(f"--restart-broker: the broker at {mask_url(self.url)} was running before the demo, "
                                  "which restarts only a broker it started (stop that one, or point AMQP_URL elsewhere)")
         self.choose_queue(url)
@@ -423,10 +428,10 @@ class Demo:
         return self.finish()
 
     def leave_broker_running(self, url: str) -> int:
-        if not self.broker.started:
-            say("nothing started: that broker was running already")
+        how = ("./run_demo.sh --stop-broker stops it" if self.broker.started else
+               "it was running already, so nothing was started and --stop-broker leaves it alone")
         say(f"the broker is at {mask_url(url)}: run python3 consumer.py in two terminals, then python3 publisher.py; "
-            "./run_demo.sh --stop-broker stops it")
+            f"{how}")
         self.broker.started = None  # kept: stop() leaves it on the record, as it is
         return 0
 
@@ -452,7 +457,7 @@ class Demo:
             return
         names = [self.queue, topology.dead_letter_queue(self.queue),
                  *(topology.retry_queue(self.queue, delay) for delay in RetryPolicy().delays())]
-        left = rabbitmq.delete_queues(self.url, names)
+        left = rabbitmq.delete_queues(self.broker.url, names)  # the URL that answered, of a list
         if left:
             say(f"left {', '.join(left)} on the broker: not empty")
 
@@ -501,6 +506,10 @@ class Demo:
         write("\n")
         if self.processes is None:
             say(f"{signal.Signals(signum).name}: stopping")
+            if self.broker.asking and not self.finishing:
+                # The question whether to install RabbitMQ waits on the terminal for ever: end it now. Every
+                # other wait before the workers start has an end, and sees the flag.
+                raise Interrupted(f"{signal.Signals(signum).name} before the workers were started")
             return
         say(f"{signal.Signals(signum).name}: the workers finish their current task, then stop")
         # The waiting loops see the flag; the workers are asked here, each once.
@@ -619,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         except Interrupted:
             return 130
         finally:
+            demo.finishing = True
             if demo.processes and demo.processes.tmux_session:
                 demo.processes.tmux("kill-session", "-t", demo.processes.tmux_session)
             demo.delete_own_queue()

@@ -35,9 +35,11 @@ from workqueue.output import log
 # The container a Docker broker runs in: a fixed name, so that demos share one container, not a port.
 CONTAINER = "workqueue-demo-rabbitmq"
 DEFAULT_IMAGE = "rabbitmq:4-management"
-# Seconds to wait for a container's broker and for a local node to answer (a first pull of the image
-# counts in the first); the management UI gets a moment more, once AMQP answers.
+# Seconds to wait for a container's broker and for a local node to answer once started; the management UI
+# gets a moment more, once AMQP answers.
 DOCKER_BOOT_SECONDS, LOCAL_BOOT_SECONDS, MANAGEMENT_SECONDS = 180, 120, 3
+# Seconds a docker command may take: a pull of the image in `docker run` may take minutes.
+DOCKER_SECONDS, PULL_SECONDS = 60, 900
 # Lines of a dead container's log, or of a node's, shown with the error: at most this many, its first error
 # lines among them.
 LOG_LINES, ERROR_LINES = 15, 8
@@ -71,6 +73,18 @@ def refused(reason: str) -> bool:
     return "ConnectionRefusedError" in reason or "Connection refused" in reason
 
 
+def is_process(pid: int, *words: bytes) -> bool:
+    """Whether process `pid` runs and, where /proc tells, its command line holds one of `words`: a PID in a
+    record may have been reused since (after a reboot, by another program), and must not be signalled then."""
+    if not alive(pid):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): the PID is all there is to go by
+    return any(word in command for word in words)
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
     try:
@@ -95,20 +109,26 @@ def stop_group(pid: int, seconds: float = 60) -> None:
 
 
 class Record:
-    """DEMO_DIR/broker.json: the broker a demo started, and the demos using it; used under an exclusive lock."""
+    """DEMO_DIR/broker.json: the broker a demo started, and the demos using it; used under an exclusive lock,
+    which a `with` inside another `with` of the same Record holds on to."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "broker.json"
         self.lock_path = folder / "broker.lock"
         self.lock_file = None
+        self.depth = 0
 
     def __enter__(self) -> Record:
-        self.lock_file = open(self.lock_path, "a")  # noqa: SIM115 (held until __exit__)
-        fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+        if self.depth == 0:
+            self.lock_file = open(self.lock_path, "a")  # noqa: SIM115 (held until the outermost __exit__)
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+        self.depth += 1
         return self
 
     def __exit__(self, *_exc) -> None:
-        self.lock_file.close()
+        self.depth -= 1
+        if self.depth == 0:
+            self.lock_file.close()
 
     def read(self) -> dict | None:
         try:
@@ -128,15 +148,17 @@ def running(entry: dict) -> bool:
     if entry["kind"] == "docker":
         return bool(shutil.which("docker")) and subprocess.run(
             ["docker", "inspect", "-f", "{{.State.Running}}", entry["container"]],
-            capture_output=True, text=True).stdout.strip() == "true"
-    return alive(entry["node"])
+            capture_output=True, text=True, timeout=DOCKER_SECONDS).stdout.strip() == "true"
+    return is_process(entry["node"], b"rabbitmq", b"beam")
 
 
 def stop_recorded(entry: dict) -> None:
     if entry["kind"] == "docker":
-        subprocess.run(["docker", "rm", "-f", entry["container"]], capture_output=True)
-    else:
+        subprocess.run(["docker", "rm", "-f", entry["container"]], capture_output=True, timeout=DOCKER_SECONDS)
+        return
+    if is_process(entry["node"], b"rabbitmq", b"beam"):
         stop_group(entry["node"])
+    if is_process(entry["epmd"], b"epmd"):
         stop_group(entry["epmd"], 10)
 
 
@@ -157,15 +179,24 @@ class Broker:
         self.started: str | None = None  # "docker" or "local", while this demo is on the record
         self.node: brokers.RabbitNode | None = None
         self.epmd: brokers.EpmdDaemon | None = None
-        self.container_port: int | None = None
+        self.answered = False  # the broker started here has answered (a node still booting has not)
+        self.asking = False  # installing RabbitMQ, maybe asking first
         self.management_port = int(os.environ.get("RABBITMQ_MANAGEMENT_PORT", "15672"))
 
     # ---------------------------------------------------------------- finding or starting one
 
     def find_or_start(self) -> str:
-        """Make sure a broker answers; returns the URL that answers. Raises WorkQueueError, Interrupted."""
+        """Make sure a broker answers; returns the URL that answers. Raises WorkQueueError, Interrupted.
+
+        Under the record's lock from start to end: a second demo started at the same moment waits, then finds
+        and adopts the broker the first one started, rather than starting another on the same port.
+        """
         with self.record as record:
             self.forget_or_adopt(record)
+            self.url = self.find_or_start_one()
+            return self.url
+
+    def find_or_start_one(self) -> str:
         reasons = {}
         for url in self.urls:
             reasons[url] = probe(url)
@@ -220,31 +251,43 @@ class Broker:
         """A RabbitMQ container; False (having said why in a line) when Docker cannot give one."""
         if not shutil.which("docker"):
             return False
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=DOCKER_SECONDS)
         if info.returncode:
-            say(f"Docker's engine does not answer ({reason_of(info.stderr)}): trying a local node")
+            # Docker 20.10's client says why on stdout, among its own information; later ones on stderr.
+            said = [line for line in (info.stderr + info.stdout).splitlines() if "Cannot connect" in line]
+            reason = said[0].strip().removeprefix("ERROR: ") if said else reason_of(info.stderr)
+            say(f"Docker's engine does not answer ({reason.partition('errors pretty printing')[0]}): "
+                "trying a local node")
             return False
         image = os.environ.get("RABBITMQ_IMAGE", DEFAULT_IMAGE)
         say(f"starting RabbitMQ in Docker ({image}, container {CONTAINER})")
-        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)  # one that no record names
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True, timeout=DOCKER_SECONDS)  # unrecorded
         ports = ["-p", f"127.0.0.1:{self.port}:5672"]
         if self.management_port and brokers.port_is_free(self.management_port):
             ports += ["-p", f"127.0.0.1:{self.management_port}:15672"]
+        # On the record before `docker run`: a Ctrl-C in the middle of it still ends in its removal.
+        self.put_on_record("docker", container=CONTAINER)
         result = subprocess.run(["docker", "run", "-d", "--name", CONTAINER, *ports, image],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, timeout=PULL_SECONDS)
         if result.returncode:
             # A run that failed after creating the container (a port taken) leaves it in "Created".
-            subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+            self.forget_container()
             say(f"Docker could not start {image} ({reason_of(result.stderr)}): trying a local node")
             return False
-        self.put_on_record("docker", container=CONTAINER)
         try:
             self.wait_until_it_answers(DOCKER_BOOT_SECONDS, "the RabbitMQ container")
         except ContainerExited as exited:
             say(f"{exited}: trying a local node")
-            self.stop()
+            self.forget_container()
             return False
         return True
+
+    def forget_container(self) -> None:
+        """Remove the container that gave no broker, and take it off the record (kept or not: it is dead)."""
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True, timeout=DOCKER_SECONDS)
+        with self.record as record:
+            record.write(None)
+        self.started = None
 
     def start_local(self) -> bool:
         install = brokers.find_install()
@@ -272,6 +315,7 @@ class Broker:
         """Until the broker started here answers, watching it: raises ContainerExited (with its log's last
         lines) or WorkQueueError the moment it exits, Interrupted on a signal, WorkQueueError after `seconds`."""
         deadline = time.monotonic() + seconds
+        self.answered = False
         while probe(self.url) is not None:
             if self.interrupted():
                 raise Interrupted("interrupted while the broker was starting")
@@ -284,13 +328,14 @@ class Broker:
             if time.monotonic() > deadline:
                 raise WorkQueueError(f"{what} did not accept connections within {seconds} s")
             time.sleep(0.5)
+        self.answered = True
 
     def check_container(self) -> None:
         state = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", CONTAINER],
-                               capture_output=True, text=True).stdout.split()
+                               capture_output=True, text=True, timeout=DOCKER_SECONDS).stdout.split()
         if state and state[0] in ("exited", "dead"):
             logs = subprocess.run(["docker", "logs", "--tail", "1000", CONTAINER],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, timeout=DOCKER_SECONDS)
             raise ContainerExited(f"the RabbitMQ container exited (status {state[1]}) before it answered; "
                                   f"the end of its log:\n{tail(logs.stdout + logs.stderr)}")
 
@@ -311,7 +356,11 @@ class Broker:
                 time.sleep(0.3)
 
     def install(self) -> bool:
-        return brokers.install(["rabbitmq"], allowed=not self.no_install, who="run_demo.sh")
+        self.asking = True  # it may ask on the terminal, a wait that only a signal can end
+        try:
+            return brokers.install(["rabbitmq"], allowed=not self.no_install, who="run_demo.sh")
+        finally:
+            self.asking = False
 
     def no_broker_help(self) -> None:
         raise WorkQueueError(f"""no RabbitMQ broker answers at {mask_url(self.url)}, and none could be started here.
@@ -324,11 +373,16 @@ Or point AMQP_URL at a broker you can use.""")
 
     # ---------------------------------------------------------------- crashing it, stopping it
 
+    def can_restart(self) -> bool:
+        """Whether crash_and_restart() can: a container on the record, or a node this very demo launched (a
+        node another demo launched is that demo's child process: this one cannot start it again)."""
+        return self.started == "docker" or self.node is not None
+
     def crash_and_restart(self) -> None:
         """kill -9 the broker this demo started, then start it again on the same data."""
         if self.started == "docker":
-            subprocess.run(["docker", "kill", CONTAINER], capture_output=True)
-            subprocess.run(["docker", "start", CONTAINER], capture_output=True)
+            subprocess.run(["docker", "kill", CONTAINER], capture_output=True, timeout=DOCKER_SECONDS)
+            subprocess.run(["docker", "start", CONTAINER], capture_output=True, timeout=DOCKER_SECONDS)
             self.wait_until_it_answers(DOCKER_BOOT_SECONDS, "the RabbitMQ container")
         else:
             self.node.kill()
@@ -358,7 +412,14 @@ Or point AMQP_URL at a broker you can use.""")
                     "which stops it at its end")
                 return
             say(f"stopping the broker this demo started ({self.describe_entry(entry)})")
-            if self.node and entry["kind"] == "local":
+            if self.node and entry["kind"] == "local" and not self.answered:
+                # Still booting: its start script stops it with rabbitmqctl, which waits for the node to
+                # answer first (a minute or more); a node that never answered has nothing to flush.
+                with contextlib.suppress(OSError):
+                    os.killpg(self.node.process.pid, signal.SIGKILL)
+                self.node.process.wait(timeout=30)
+                self.epmd.stop()
+            elif self.node and entry["kind"] == "local":
                 self.node.stop()
                 self.epmd.stop()
             else:

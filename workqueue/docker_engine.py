@@ -1,9 +1,10 @@
 """A Docker engine of the tests' own, and a RabbitMQ image made without a registry, for the demo's Docker path.
 
 The engine is Debian's dockerd, started by hand (no systemd needed) with its own socket, data root, exec root
-and pid file, and `--iptables=false --ip-forward=false`: it cannot meet another engine on the machine, and it
-leaves the host's firewall and forwarding as they are (ports published on 127.0.0.1 still work, through
-docker-proxy). The only host change, the docker0 bridge, is undone when it stops.
+and pid file, and `--iptables=false --ip-forward=false`: it leaves the host's firewall and forwarding as they
+are (ports published on 127.0.0.1 still work, through docker-proxy). The only host change, the docker0
+bridge, is undone when it stops, if it made it. It shares that bridge's name with an engine the host may
+already run: the tests expect a machine without one, as CI's is.
 
 The image is the Debian root of a RabbitMQ release (brokers.make_root), imported as it is, with the two
 files the official image also sets: a rabbitmq.conf that lets guest log in from the bridge (the host's

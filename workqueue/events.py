@@ -158,8 +158,10 @@ def checked(line: str) -> dict | None:
     for field in OTHERS[kind]:
         if field not in event:
             return None
-    if "finished" in event and event["finished"] < event["started"]:
-        return None
+    # Nothing ends before it began: an attempt, a worker killed, the broker down.
+    for began, ended in (("started", "finished"), ("started", "at"), ("down", "up")):
+        if ended in event and began in event and event[ended] < event[began]:
+            return None
     return event
 
 

@@ -45,7 +45,7 @@ pre { background: #f6f6f6; padding: 12px; overflow-x: auto; }
 
 def page(report: Report, title: str) -> str:
     """The whole page, as text: HTML with the SVG timeline inline."""
-    fairness = report.fairness() or Fairness(0.0, 0.0, 0.0, 0, "no task was done", False)
+    fairness = report.fairness() or Fairness(0.0, 0.0, 0.0, 0, "no task was done", False, 0.0)
     text, _ = report.text()
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>",
@@ -105,9 +105,9 @@ class Timeline:
         ends = [run.a_end[i] for i in self.attempts] + [d["up"] for d in run.downtimes]
         self.t0 = min(starts, default=0.0)
         last = max(ends, default=self.t0 + 1.0)
-        if fairness.ideal:
-            last = max(last, self.t0 + fairness.ideal, self.t0 + fairness.bound)
-        self.span = (last - self.t0) or 1.0
+        if fairness.makespan:
+            last = max(last, fairness.start + max(fairness.makespan, fairness.ideal, fairness.bound))
+        self.span = max(last - self.t0, 1e-3)
         self.row_height = 26 if len(workers) <= 60 else max(3, 1560 // len(workers))
         self.height = TOP + self.row_height * max(len(workers), 1) + AXIS
 
@@ -216,7 +216,7 @@ class Timeline:
         for index, (name, seconds, colour, dash) in enumerate(marks):
             if not seconds:
                 continue
-            x = self.x(self.t0 + seconds)
+            x = self.x(f.start + seconds)  # the makespan counts from the first done attempt's start
             dashes = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(f"<g class=\"line\" data-line=\"{name}\"><line x1=\"{x:.2f}\" x2=\"{x:.2f}\" y1=\"{TOP - 8}\" "
                        f"y2=\"{self.height - AXIS + 4}\" stroke=\"{colour}\" stroke-width=\"1.5\"{dashes}/>"

@@ -75,6 +75,7 @@ class Fairness(NamedTuple):
     workers: int
     not_judged: str | None
     so_far: bool
+    start: float  # when the first attempt done began: the makespan counts from there
 
     def in_words(self) -> str:
         if self.not_judged or not self.ideal or not self.bound:
@@ -133,7 +134,7 @@ class Run:
 
     def task(self, event: dict) -> int:
         """The number of the event's task, numbered at its first event."""
-        key = event.get("message_id") or task_key(event)
+        key = task_key(event)
         number = self.keys.get(key)
         if number is None:
             number = self.keys[key] = len(self.names)
@@ -336,10 +337,11 @@ class Report:
                       if len(run.runs) > 1 else
                       "the events' times are further apart than all the work in them: clocks out of step, or "
                       "runs mixed" if makespan > 2 * work + 10 else None)
+        first = min(start for start, _ in acked)
         if not_judged:
-            return Fairness(makespan, 0.0, 0.0, count, not_judged, bool(self.missing))
+            return Fairness(makespan, 0.0, 0.0, count, not_judged, bool(self.missing), first)
         return Fairness(makespan, greedy_makespan(durations, count), max(work / count, max(durations)), count, None,
-                        False)
+                        False, first)
 
     def parked_reason(self, task: int) -> str:
         failure = self.run.failures.get(task)
