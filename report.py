@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = None
     if args.html:
         try:
-            args.html.write_text(page(made, f"Work queue run: {Path(args.events).name}"), encoding="utf-8")
+            args.html.write_text(page(made, f"Work queue run: {Path(args.events).name}", text), encoding="utf-8")
             text += f"\ntimeline page: {args.html.resolve().as_uri()}"
         except OSError as error:
             problem = f"report.py: error: cannot write {args.html}: {error.strerror}"

@@ -11,6 +11,9 @@ for arg in "$@"; do
   [ "$arg" = --no-install ] && install_flags=--no-install
 done
 
+# A signal while .venv is set up ends the set-up (bash would otherwise wait for it and go on); the Python
+# that follows installs handlers of its own.
+trap 'exit 130' INT TERM HUP
 # shellcheck source=workqueue/venv.sh
 . ./workqueue/venv.sh
 # shellcheck disable=SC2086 # no flag, or one

@@ -218,3 +218,11 @@ def test_the_report_refuses_less_than_one_worker(tmp_path):
     path.write_text(json.dumps(published(1, 1)) + "\n")
     result = run_report(str(path), "--workers", "-1")
     assert result.returncode == 2 and "must be >= 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_short_failed_or_killed_attempt_shows_its_mark_at_any_width():
+    """A worker killed 0.7 s into a task of a 20 s run: at 80 columns its bar would be a column or two wide."""
+    rows = timeline([{"event": "killed", "worker": "w1", "task_id": 1, "started": 0.0, "at": 0.7},
+                     {"event": "failed", "worker": "w1", "task_id": 3, "started": 10.0, "finished": 10.2},
+                     {"event": "done", "worker": "w2", "task_id": 2, "started": 0.0, "finished": 20.0}], 80)
+    assert "|1x" in rows[0] and "|3!" in rows[0], rows

@@ -43,10 +43,12 @@ pre { background: #f6f6f6; padding: 12px; overflow-x: auto; }
 """
 
 
-def page(report: Report, title: str) -> str:
-    """The whole page, as text: HTML with the SVG timeline inline."""
+def page(report: Report, title: str, text: str | None = None) -> str:
+    """The whole page, as text: HTML with the SVG timeline inline. `text`: the report's text, if made already
+    (making it again would cost as much as the page on a big run)."""
     fairness = report.fairness() or Fairness(0.0, 0.0, 0.0, 0, "no task was done", False, 0.0)
-    text, _ = report.text()
+    if text is None:
+        text, _ = report.text()
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>",
              f"<p class=\"ratio\" id=\"ratio\">{escape(fairness.in_words())}</p>", key()]
@@ -173,13 +175,19 @@ class Timeline:
         run = self.run
         size = self.span / bins
         busy: dict[tuple[int, int], list[float]] = {}  # (row, slice) -> seconds per kind, then attempts
+        t0, rows, last_bin = self.t0, self.rows, bins - 1
+        a_worker, a_kind, a_start, a_end = run.a_worker, run.a_kind, run.a_start, run.a_end
         for i in self.attempts:
-            row, kind = self.rows[run.a_worker[i]], run.a_kind[i]
-            start, end = run.a_start[i], run.a_end[i]
-            first = min(int((start - self.t0) / size), bins - 1)
-            last = min(int((end - self.t0) / size), bins - 1)
-            for slot in range(first, last + 1):
-                low, high = self.t0 + slot * size, self.t0 + (slot + 1) * size
+            row, kind, start, end = rows[a_worker[i]], a_kind[i], a_start[i], a_end[i]
+            first = int((start - t0) / size)
+            last = int((end - t0) / size)
+            if first == last and first < last_bin:  # most attempts: within one slice
+                cell = busy.get((row, first)) or busy.setdefault((row, first), [0.0, 0.0, 0.0, 0.0, 0])
+                cell[kind] += end - start
+                cell[4] += 1
+                continue
+            for slot in range(min(first, last_bin), min(last, last_bin) + 1):
+                low, high = t0 + slot * size, t0 + (slot + 1) * size
                 cell = busy.setdefault((row, slot), [0.0, 0.0, 0.0, 0.0, 0])
                 cell[kind] += max(0.0, min(end, high) - max(start, low))
                 cell[4] += 1

@@ -318,6 +318,11 @@ class Report:
     def fairness(self, failed: list[int] | None = None) -> Fairness | None:
         """The makespan against the ideal greedy schedule and the lower bound, or why they are not compared
         (ideal and bound 0 then); None when no task was done."""
+        if not hasattr(self, "judged"):  # made once: the text and the page both ask
+            self.judged = self.judge(failed)
+        return self.judged
+
+    def judge(self, failed: list[int] | None) -> Fairness | None:
         run = self.run
         if failed is None:
             failed = [task for task in run.failures if self.ours(task)]
@@ -454,7 +459,10 @@ def draw_timeline(blocks: list[tuple[str, float, float, str, str]], width: int) 
         row = [" "] * columns
         for began, ended, fill, label in sorted(by_row[name]):
             first = max(0, min(int((began - start) / span * columns), columns - 1))
-            end = max(first + 1, min(round((ended - start) / span * columns), columns))
+            # An attempt that failed or was killed shows its mark however short it was ("|3x"), over the start
+            # of what follows it on the row if need be.
+            least = len(label) + 2 if fill in "!x" else 1
+            end = min(max(first + least, round((ended - start) / span * columns)), columns)
             size = end - first
             row[first:end] = (fill * size if fill == "#" else "|" + label + fill * size)[:size]
         rows.append(f"{name.ljust(label_width)}  {''.join(row)}")
