@@ -198,7 +198,10 @@ def test_task_that_always_outlasts_the_consumer_timeout_is_parked(broker, node, 
         assert worker.wait(timeout=60) == 0, worker.output
     finally:
         set_consumer_timeout(node, 1_800_000, 60_000)
-    assert worker.output.count("the broker took task 1 back") == 2
+    # Taken back once or twice before it is parked: RabbitMQ 3.10 may count a delivery that crosses the
+    # worker's re-subscription after a timeout as a delivery (docs/guarantees.md), so the second one can be
+    # the last. What the user relies on: never run to an ack, parked with the reason, the queue empty.
+    assert 1 <= worker.output.count("the broker took task 1 back") <= 2, worker.output
     assert read_events(tmp_path / "events.jsonl") == []
     with BrokerClient(broker.url) as client:
         assert client.depth(queue) == 0
