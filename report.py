@@ -17,28 +17,17 @@ import sys
 from pathlib import Path
 
 from workqueue.events import read
+from workqueue.flags import bounded_int
 from workqueue.output import show_any_text, write
 from workqueue.page import page
 from workqueue.report import Report, Run
 
 
-def at_least(least: int):
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}: {text!r}")
-        return value
-    return convert
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", help="the file given to consumer.py (and publisher.py) as --events")
-    parser.add_argument("--workers", type=at_least(1), help="workers the run had (default: those in the file)")
-    parser.add_argument("--width", type=at_least(1), default=shutil.get_terminal_size().columns,
+    parser.add_argument("--workers", type=bounded_int(1), help="workers the run had (default: those in the file)")
+    parser.add_argument("--width", type=bounded_int(1), default=shutil.get_terminal_size().columns,
                         help="columns for the timeline (default: the terminal's width)")
     parser.add_argument("--html", metavar="PAGE", type=Path,
                         help="also write the run as a page (HTML with an SVG timeline) to this file")

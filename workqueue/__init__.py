@@ -5,6 +5,7 @@ these modules, one idea each:
 
 - settings.py    plain settings objects, and the checks on their values
 - cli.py         the command line: flags and environment -> settings; errors -> one line and an exit code
+- flags.py       argument types shared by the command lines (standard library only: report.py needs no pika)
 - output.py      log lines, text the terminal cannot show, a closed stdout
 - errors.py      the errors the engines raise, one type per thing the user must fix
 - connection.py  URL lists, connecting with one backoff, masking secrets

@@ -18,6 +18,7 @@ import sys
 from workqueue import _pika
 from workqueue.connection import MIN_SETUP_SECONDS, check_urls, mask_url
 from workqueue.errors import UsageError, WorkQueueError
+from workqueue.flags import bounded_int
 from workqueue.output import show_any_text, write_now
 from workqueue.settings import (
     BROKER_DELIVERY_LIMIT,
@@ -72,20 +73,6 @@ def non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
     return value
-
-
-def bounded_int(low: int, high: int | None = None):
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be <= {high}: {text!r}")
-        return value
-    return convert
 
 
 def duration_list(text: str) -> tuple[float, ...]:
